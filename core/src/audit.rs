@@ -1,0 +1,146 @@
+//! The audit log: every administrative write records who did what to which object, with
+//! the object before and after, in the same transaction as the write itself.
+
+use std::fmt;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ApiQuery};
+use crate::keys::{Principal, Scope};
+use crate::pagination::{Cursor, Page, PageParams};
+use crate::server::AppState;
+use crate::time::{Millis, now_millis};
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An API key, by id.
+    Key(String),
+    /// The `verge` command run against the database directly.
+    Cli,
+    /// Verge itself (bootstrap, scheduled work).
+    System,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Key(id) => f.write_str(id),
+            Actor::Cli => f.write_str("cli"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+/// Appends an entry inside the caller's transaction.
+pub async fn record<T: Serialize>(
+    conn: &mut sqlx::AnyConnection,
+    actor: &Actor,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    before: Option<&T>,
+    after: Option<&T>,
+) -> Result<(), sqlx::Error> {
+    let json = |v: Option<&T>| v.map(|v| serde_json::to_string(v).expect("audit values serialize"));
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, actor, action, target_type, target_id, before_json, after_json)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(crate::ids::new_id("aud"))
+    .bind(now_millis().0)
+    .bind(actor.to_string())
+    .bind(action)
+    .bind(target_type)
+    .bind(target_id)
+    .bind(json(before))
+    .bind(json(after))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Millis,
+    /// Key id, `cli` or `system`.
+    pub actor: String,
+    /// `<object>.<verb>`, e.g. `key.revoke`.
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+impl AuditEntry {
+    fn from_row(row: &AnyRow) -> Result<AuditEntry, sqlx::Error> {
+        let json = |col: &str| -> Result<Option<serde_json::Value>, sqlx::Error> {
+            let text: Option<String> = row.try_get(col)?;
+            Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        };
+        Ok(AuditEntry {
+            id: row.try_get("id")?,
+            at: Millis(row.try_get("at")?),
+            actor: row.try_get("actor")?,
+            action: row.try_get("action")?,
+            target_type: row.try_get("target_type")?,
+            target_id: row.try_get("target_id")?,
+            before: json("before_json")?,
+            after: json("after_json")?,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditFilter {
+    /// Only entries about this kind of object (`api_key`, …).
+    pub target_type: Option<String>,
+    /// Only entries about this object.
+    pub target_id: Option<String>,
+    /// Only entries by this actor.
+    pub actor: Option<String>,
+}
+
+/// List audit log entries, newest first.
+#[utoipa::path(
+    get, path = "/v1/audit-log", tag = "audit",
+    params(AuditFilter, PageParams),
+    security(("admin_key" = ["admin", "read"])),
+    responses(
+        (status = 200, description = "A page of entries", body = Page<AuditEntry>),
+        (status = 400, description = "Bad filter or cursor", body = crate::error::Problem),
+        (status = 401, description = "Missing or invalid key", body = crate::error::Problem),
+        (status = 403, description = "Key lacks the scope", body = crate::error::Problem),
+    )
+)]
+pub(crate) async fn list_entries(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(filter): ApiQuery<AuditFilter>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<axum::Json<Page<AuditEntry>>, ApiError> {
+    principal.require(&[Scope::Read])?;
+    let cursor = Cursor::from_params(&page)?;
+    let rows = sqlx::query(
+        "SELECT * FROM audit_log
+         WHERE ($1 = '' OR id < $1) AND ($2 = '' OR target_type = $2)
+           AND ($3 = '' OR target_id = $3) AND ($4 = '' OR actor = $4)
+         ORDER BY id DESC LIMIT $5",
+    )
+    .bind(cursor.after())
+    .bind(filter.target_type.unwrap_or_default())
+    .bind(filter.target_id.unwrap_or_default())
+    .bind(filter.actor.unwrap_or_default())
+    .bind(cursor.fetch_limit())
+    .fetch_all(state.db.pool())
+    .await?;
+    let entries = rows.iter().map(AuditEntry::from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(cursor.page(entries, |e| e.id.clone())))
+}

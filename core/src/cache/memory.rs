@@ -1,0 +1,177 @@
+//! The in-process store: a sharded concurrent map with lazy expiry and a background sweep.
+//!
+//! Values and GCRA buckets live in separate maps. A bucket is a single `AtomicU64` holding
+//! its theoretical arrival time, so taking from it is a lock-free compare-and-swap loop
+//! once the bucket exists; only creating one touches a shard lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
+use verge_shared::gcra::{self, Decision, Policy};
+
+use super::{CacheError, Store};
+
+#[derive(Debug)]
+struct Value {
+    data: Vec<u8>,
+    expires_at: Option<Instant>,
+}
+
+impl Value {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    values: DashMap<String, Value>,
+    /// TAT in microseconds since the Unix epoch; 0 means "never used".
+    buckets: DashMap<String, Arc<AtomicU64>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    maps: Arc<Maps>,
+}
+
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+impl MemoryStore {
+    /// A new empty store. Inside a tokio runtime it also sweeps expired entries in the
+    /// background until the store is dropped; reads never see expired entries either way.
+    pub fn new() -> MemoryStore {
+        let maps = Arc::new(Maps::default());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(sweep(Arc::downgrade(&maps)));
+        }
+        MemoryStore { maps }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+async fn sweep(maps: Weak<Maps>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(maps) = maps.upgrade() else { return };
+        let now = Instant::now();
+        maps.values.retain(|_, v| v.live(now));
+        let now_us = unix_micros();
+        // A bucket whose TAT has passed is full again, the same as no bucket. A request
+        // racing this removal may update the removed bucket; it then counted against a
+        // full bucket, which is the state the new one starts in anyway.
+        maps.buckets.retain(|_, tat| tat.load(Ordering::Acquire) > now_us);
+    }
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn parse_integer(key: &str, data: &[u8]) -> Result<i64, CacheError> {
+    std::str::from_utf8(data)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| CacheError::NotAnInteger { key: key.to_owned() })
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let now = Instant::now();
+        Ok(self.maps.values.get(key).filter(|v| v.live(now)).map(|v| v.data.clone()))
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), CacheError> {
+        let expires_at = ttl.map(|t| Instant::now() + t);
+        self.maps.values.insert(key.to_owned(), Value { data: value.to_vec(), expires_at });
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, CacheError> {
+        let now = Instant::now();
+        Ok(self.maps.values.remove(key).is_some_and(|(_, v)| v.live(now)))
+    }
+
+    async fn increment(&self, key: &str, by: i64, ttl: Duration) -> Result<i64, CacheError> {
+        let now = Instant::now();
+        match self.maps.values.entry(key.to_owned()) {
+            MapEntry::Occupied(mut entry) if entry.get().live(now) => {
+                let value = entry.get_mut();
+                let next = parse_integer(key, &value.data)?.wrapping_add(by);
+                value.data = next.to_string().into_bytes();
+                Ok(next)
+            }
+            MapEntry::Occupied(mut entry) => {
+                entry.insert(Value { data: by.to_string().into_bytes(), expires_at: Some(now + ttl) });
+                Ok(by)
+            }
+            MapEntry::Vacant(entry) => {
+                entry.insert(Value { data: by.to_string().into_bytes(), expires_at: Some(now + ttl) });
+                Ok(by)
+            }
+        }
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, CacheError> {
+        let now = Instant::now();
+        let replacement = Value { data: new.to_vec(), expires_at: ttl.map(|t| now + t) };
+        match self.maps.values.entry(key.to_owned()) {
+            MapEntry::Occupied(mut entry) => {
+                let current = Some(entry.get()).filter(|v| v.live(now)).map(|v| v.data.as_slice());
+                if current != expected {
+                    return Ok(false);
+                }
+                entry.insert(replacement);
+                Ok(true)
+            }
+            MapEntry::Vacant(entry) => {
+                if expected.is_some() {
+                    return Ok(false);
+                }
+                entry.insert(replacement);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn take(&self, key: &str, policy: Policy, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
+        let bucket = match self.maps.buckets.get(key) {
+            Some(bucket) => Arc::clone(&bucket),
+            None => Arc::clone(&self.maps.buckets.entry(key.to_owned()).or_default()),
+        };
+        let mut stored = bucket.load(Ordering::Acquire);
+        loop {
+            let (decision, new_tat) = gcra::decide(policy, (stored != 0).then_some(stored), now_us, cost);
+            let Some(new_tat) = new_tat else { return Ok(decision) };
+            match bucket.compare_exchange_weak(stored, new_tat, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(decision),
+                Err(actual) => stored = actual,
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}

@@ -1,0 +1,243 @@
+//! The `verge` command line: `dev`, `serve`, `migrate` and `keys`.
+//!
+//! Commands are thin: they load the [`Config`], call into the library, and print. Key
+//! management talks to the database directly, so it works before any server runs.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::audit::Actor;
+use crate::config::{Config, LogFormat};
+use crate::db::{Database, Dialect};
+use crate::keys::{self, Bootstrap, NewKey, Scope};
+use crate::pagination::{Cursor, PageParams};
+use crate::server::{self, App};
+use crate::time::Millis;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "verge",
+    version,
+    about = "Verge: an edge-first platform. This command runs the core service and manages it.",
+    long_about = "Verge: an edge-first platform. This command runs the core service and manages it.\n\n\
+        Start with `verge dev`: it runs everything on this machine with embedded storage and \
+        prints the URLs and an admin key. Configuration comes from an optional TOML file \
+        (--config or VERGE_CONFIG) and VERGE_* environment variables; see the README."
+)]
+struct Cli {
+    /// TOML configuration file; environment variables override it.
+    #[arg(long, global = true, env = "VERGE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Verge on this machine with embedded defaults (SQLite, in-process cache) and print its URLs.
+    Dev(DevArgs),
+    /// Run the core service as configured (for production: set DATABASE_URL and REDIS_URL).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create, list and revoke admin API keys (works directly on the database).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// Where the embedded database and local state live.
+    #[arg(long, value_name = "DIR", default_value = "verge-data")]
+    data_dir: PathBuf,
+    /// Port for the core API on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print its token once.
+    Create {
+        /// What the key is for, e.g. `ci-deploy`.
+        #[arg(long)]
+        name: String,
+        /// A scope to grant (repeat for several): admin, read.
+        #[arg(long = "scope", required = true, value_name = "SCOPE")]
+        scopes: Vec<Scope>,
+        /// When the key stops working (RFC 3339, e.g. 2027-01-01T00:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
+    },
+    /// List keys, newest first.
+    List {
+        /// Include revoked and expired keys.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a key by id (`key_…`).
+    Revoke { id: String },
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+            |runtime| {
+                runtime.block_on(async {
+                    let config = Config::load(cli.config.as_deref())?;
+                    init_logging(&config, &cli.command);
+                    match cli.command {
+                        Command::Dev(args) => dev(config, args).await,
+                        Command::Serve => serve(config).await,
+                        Command::Migrate => migrate(config).await,
+                        Command::Keys(command) => keys_command(config, command).await,
+                    }
+                })
+            },
+        );
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config, command: &Command) {
+    let default = match command {
+        Command::Dev(_) | Command::Serve => "info,sqlx=warn",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
+    config.data_dir = args.data_dir;
+    config.listen = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let app = App::build(config.clone()).await?;
+    let bootstrap = keys::bootstrap(&app.state.db, config.admin_key.as_ref(), true).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let storage = match app.state.db.dialect() {
+        Dialect::Sqlite => format!("SQLite at {}", config.data_dir.join(crate::db::SQLITE_FILE).display()),
+        Dialect::Postgres => "PostgreSQL (DATABASE_URL)".to_owned(),
+    };
+    println!("Verge is running.");
+    println!("  core API     {url}/v1");
+    println!("  OpenAPI      {url}/openapi.json");
+    println!("  health       {url}/healthz  {url}/readyz");
+    println!("  metrics      {url}/metrics");
+    println!("  storage      {storage}; cache: {}", app.state.cache.backend());
+    match bootstrap {
+        Bootstrap::Generated(token) => {
+            println!("  admin key    {token}");
+            println!("               (shown once: store it now; use it as `Authorization: Bearer <key>`)");
+        }
+        Bootstrap::FromConfig => println!("  admin key    the one in VERGE_ADMIN_KEY"),
+        Bootstrap::Existing => println!("  admin key    keys already exist; `verge keys create` makes another"),
+    }
+    println!("Press Ctrl-C to stop.");
+    let grace = config.shutdown_grace();
+    server::serve(listener, app.router, server::shutdown_signal(), grace).await?;
+    app.state.db.close().await;
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let app = App::build(config.clone()).await?;
+    match keys::bootstrap(&app.state.db, config.admin_key.as_ref(), false).await? {
+        Bootstrap::FromConfig => tracing::info!("installed VERGE_ADMIN_KEY as the first admin key"),
+        Bootstrap::Existing if keys::none_exist(&app.state.db).await? => {
+            tracing::warn!("no admin keys exist: create one with `verge keys create --name NAME --scope admin`")
+        }
+        _ => {}
+    }
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    server::serve(listener, app.router, server::shutdown_signal(), config.shutdown_grace()).await?;
+    app.state.db.close().await;
+    Ok(())
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let db = Database::connect(&config).await?;
+    db.migrate().await?;
+    println!("migrations applied ({:?})", db.dialect());
+    Ok(())
+}
+
+async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    let db = Database::connect(&config).await?;
+    db.migrate().await?;
+    match command {
+        KeysCommand::Create { name, scopes, expires_at } => {
+            let expires_at = match expires_at {
+                Some(text) => Some(Millis(
+                    text.parse::<jiff::Timestamp>()
+                        .with_context(|| format!("--expires-at `{text}` is not an RFC 3339 time"))?
+                        .as_millisecond(),
+                )),
+                None => None,
+            };
+            let created = keys::create(&db, NewKey { name, scopes, expires_at }, &Actor::Cli).await?;
+            println!("created {} ({})", created.key.id, scope_list(&created.key.scopes));
+            println!("token: {}", created.token);
+            println!("(shown once: store it now)");
+        }
+        KeysCommand::List { all } => {
+            let mut params = PageParams { limit: Some(crate::pagination::MAX_LIMIT), cursor: None };
+            println!("{:<31} {:<20} {:<13} {:<12} {:<25} STATUS", "ID", "NAME", "PREFIX", "SCOPES", "LAST USED");
+            loop {
+                let page = keys::list(&db, &Cursor::from_params(&params)?, all).await?;
+                let now = crate::time::now_millis();
+                for key in &page.items {
+                    let status = match (key.revoked_at, key.is_active(now)) {
+                        (Some(_), _) => "revoked",
+                        (None, false) => "expired",
+                        (None, true) => "active",
+                    };
+                    let last_used = key.last_used_at.map_or_else(|| "never".to_owned(), |t| t.to_string());
+                    println!(
+                        "{:<31} {:<20} {:<13} {:<12} {:<25} {status}",
+                        key.id,
+                        key.name,
+                        key.prefix,
+                        scope_list(&key.scopes),
+                        last_used
+                    );
+                }
+                match page.next_cursor {
+                    Some(next) => params.cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let key = keys::revoke(&db, &id, &Actor::Cli).await?;
+            println!("revoked {} ({})", key.id, key.name);
+        }
+    }
+    Ok(())
+}
+
+fn scope_list(scopes: &[Scope]) -> String {
+    scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+}

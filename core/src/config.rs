@@ -1,0 +1,183 @@
+//! Verge's configuration: one typed struct, read from an optional TOML file and then from
+//! `VERGE_*` environment variables (plus the conventional `DATABASE_URL` and `REDIS_URL`).
+//!
+//! Secrets are `SecretString`s, so printing or logging a `Config` shows `[REDACTED]`
+//! instead of a password or key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Everything the core needs to start. Field names are the TOML keys; the environment
+/// variable for a field is `VERGE_` + its name in upper case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Directory for the embedded SQLite database and other local state.
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL; without it the core uses SQLite in `data_dir`.
+    pub database_url: Option<SecretString>,
+    /// Maximum database connections in the pool.
+    pub database_max_connections: u32,
+    /// Redis URL; without it the core uses an in-process store (single node only).
+    pub redis_url: Option<SecretString>,
+    /// Prefix for every Redis key, so several deployments can share one server.
+    pub redis_prefix: String,
+    /// Admin key to create on first start against an empty database, instead of a random one.
+    pub admin_key: Option<SecretString>,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before it is answered with a timeout problem.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests before giving up on them.
+    pub shutdown_grace_ms: u64,
+    /// `text` for people, `json` for log collectors.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("verge-data"),
+            database_url: None,
+            database_max_connections: 10,
+            redis_url: None,
+            redis_prefix: "verge:".to_owned(),
+            admin_key: None,
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Shortest admin key accepted from `VERGE_ADMIN_KEY`: keys are bearer secrets and are
+/// stored as a fast hash, so they must carry enough entropy on their own.
+pub(crate) const MIN_ADMIN_KEY_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the TOML file at `file` (if given; it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile { path: path.to_owned() });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment
+            .merge(Env::raw().only(&["DATABASE_URL", "REDIS_URL"]))
+            .merge(Env::prefixed("VERGE_").ignore(&["CONFIG", "TEST_BACKEND"]))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        if self.body_limit_bytes == 0 {
+            return invalid("body_limit_bytes must be greater than 0");
+        }
+        if self.request_timeout_ms == 0 {
+            return invalid("request_timeout_ms must be greater than 0");
+        }
+        if self.database_max_connections == 0 {
+            return invalid("database_max_connections must be greater than 0");
+        }
+        if let Some(key) = &self.admin_key
+            && key.expose_secret().len() < MIN_ADMIN_KEY_LEN
+        {
+            return Err(ConfigError::Invalid(format!(
+                "VERGE_ADMIN_KEY must be at least {MIN_ADMIN_KEY_LEN} characters"
+            )));
+        }
+        if let Some(url) = &self.database_url
+            && !url.expose_secret().starts_with("postgres")
+        {
+            return invalid("DATABASE_URL must be a postgres:// or postgresql:// URL");
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let config = Config {
+            database_url: Some("postgres://verge:hunter2@db/verge".into()),
+            admin_key: Some("a-very-long-admin-key-that-must-not-print".into()),
+            ..Config::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("must-not-print"), "{printed}");
+    }
+
+    #[test]
+    fn toml_file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("verge.toml", "body_limit_bytes = 2048\nrequest_timeout_ms = 5\n")?;
+            jail.set_env("VERGE_REQUEST_TIMEOUT_MS", "7000");
+            let config = Config::load(Some(Path::new("verge.toml"))).expect("loads");
+            assert_eq!(config.body_limit_bytes, 2048);
+            assert_eq!(config.request_timeout(), Duration::from_secs(7));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rejects_weak_admin_key_and_foreign_database() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("VERGE_ADMIN_KEY", "short");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("at least 32"), "{err}");
+            jail.set_env("VERGE_ADMIN_KEY", "k".repeat(40));
+            jail.set_env("DATABASE_URL", "mysql://x");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("postgres"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/verge.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile { .. }));
+    }
+}

@@ -1,0 +1,59 @@
+//! What a key may do. `admin` may do everything; `read` may read everything except keys;
+//! capability write scopes (`links:write`, …) arrive with their capabilities.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+pub enum Scope {
+    #[serde(rename = "admin")]
+    Admin,
+    #[serde(rename = "read")]
+    Read,
+}
+
+impl Scope {
+    pub const ALL: &[Scope] = &[Scope::Admin, Scope::Read];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Read => "read",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown scope `{0}`; known scopes: {known}", known = known_scopes())]
+pub struct ScopeError(pub String);
+
+fn known_scopes() -> String {
+    Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+impl FromStr for Scope {
+    type Err = ScopeError;
+
+    fn from_str(s: &str) -> Result<Scope, ScopeError> {
+        Scope::ALL.iter().copied().find(|scope| scope.as_str() == s).ok_or_else(|| ScopeError(s.to_owned()))
+    }
+}
+
+pub(super) fn to_stored(scopes: &[Scope]) -> String {
+    scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+/// Scopes as stored; a scope this build does not know (written by a newer version) is
+/// dropped, which can only ever take rights away.
+pub(super) fn parse_stored(stored: &str) -> Vec<Scope> {
+    stored.split(' ').filter_map(|s| s.parse().ok()).collect()
+}

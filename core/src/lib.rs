@@ -1,0 +1,24 @@
+//! Verge's core: the central axum service that owns every write, the admin API, and the
+//! `verge` command line.
+//!
+//! `App::build` turns a [`Config`] into a ready axum `Router`; the `verge` binary serves it.
+//! Storage sits behind two seams chosen at start-up: PostgreSQL or embedded SQLite for
+//! data ([`db`]), Redis or an in-process store for caches and counters ([`cache`]).
+
+pub mod audit;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+mod health;
+pub mod ids;
+pub mod keys;
+mod metrics;
+mod openapi;
+pub mod pagination;
+pub mod server;
+pub mod time;
+
+pub use config::Config;
+pub use server::{App, AppState};

@@ -1,0 +1,228 @@
+//! Assembling the service: state, the router with its middleware, and serving it with
+//! graceful shutdown.
+//!
+//! `App::build` turns a `Config` into a ready `Router`; tests drive that router with
+//! `oneshot` and never open a socket, and `serve` puts the same router on a listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::cache::{self, Cache};
+use crate::config::Config;
+use crate::db::Database;
+use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
+use crate::metrics::{self, Metrics};
+use crate::{audit, health, keys, openapi};
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub cache: Cache,
+    pub config: Arc<Config>,
+}
+
+/// A built service: its router, the state behind it, and its API description.
+#[derive(Clone)]
+pub struct App {
+    pub router: Router,
+    pub state: AppState,
+    pub openapi: utoipa::openapi::OpenApi,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] crate::db::DbError),
+    #[error("cannot reach the cache: {0}")]
+    Cache(#[from] crate::cache::CacheError),
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl App {
+    /// Connects to the database and cache the configuration names, applies migrations,
+    /// and builds the router.
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let db = Database::connect(&config).await?;
+        db.migrate().await?;
+        let cache = cache::connect(&config).await?;
+        Ok(App::from_parts(config, db, cache))
+    }
+
+    pub fn from_parts(config: Config, db: Database, cache: Cache) -> App {
+        let state = AppState { db, cache, config: Arc::new(config) };
+        let (router, openapi) = router(state.clone());
+        App { router, state, openapi }
+    }
+}
+
+/// Every documented route. `/v1` routes are added only through `OpenApiRouter::routes`,
+/// so a route cannot exist without its OpenAPI description.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new().merge(keys::routes::router()).routes(routes!(audit::list_entries));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .merge(v1)
+}
+
+fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let metrics = Metrics::new();
+    let (api, doc) = documented_routes().split_for_parts();
+    let doc_json = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serializes"));
+    let config = Arc::clone(&state.config);
+    let router = api
+        .route("/metrics", get(metrics::serve).with_state(Arc::clone(&metrics)))
+        .route("/openapi.json", get(move || openapi::serve(Arc::clone(&doc_json))))
+        .with_state(state.clone())
+        // Layers run top to bottom on the way in: ids and tracing first, so every later
+        // step (including a timeout or a panic) is logged under the request's id.
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn_with_state(metrics, metrics::track))
+                .layer(middleware::from_fn(problem_for_bare_errors))
+                .layer(CatchPanicLayer::new())
+                .layer(middleware::from_fn_with_state(config.request_timeout(), request_timeout))
+                .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+                .layer(middleware::from_fn_with_state(config.body_limit_bytes, reject_declared_oversize))
+                // Every path under /v1, routed or not, needs a key: an unknown /v1 path
+                // says 401 to strangers, not 404.
+                .layer(middleware::from_fn_with_state(state, keys::auth::require_key_under_v1)),
+        );
+    (router, doc)
+}
+
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    // The path only: query strings may carry tokens and personal data.
+    tracing::info_span!("request", id, method = %req.method(), path = req.uri().path(), key = tracing::field::Empty)
+}
+
+/// Turns error responses that carry no body of their own (router 404/405, body limit
+/// 413, caught panics) into problem documents, so every error a client sees has one shape.
+async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_problem =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        let mut problem = problem_for_status(status).into_response();
+        // Keep headers such as `Allow` on a 405.
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                problem.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        return problem;
+    }
+    response
+}
+
+/// Answers 413 at once when `Content-Length` already exceeds the limit; bodies without a
+/// length are cut off by `DefaultBodyLimit` as they are read.
+async fn reject_declared_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!("the request took longer than {} ms and was abandoned", limit.as_millis()),
+        )
+        .into_response(),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish for up to `grace`, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("in-flight requests did not finish within the grace period; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,56 @@
+//! Instants as the database stores them (Unix milliseconds, UTC) and as the API shows
+//! them (RFC 3339 strings).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Milliseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Millis(pub i64);
+
+pub fn now_millis() -> Millis {
+    Millis(jiff::Timestamp::now().as_millisecond())
+}
+
+impl Millis {
+    pub fn to_timestamp(self) -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::MAX)
+    }
+}
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}", self.to_timestamp())
+    }
+}
+
+impl Serialize for Millis {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let ts: jiff::Timestamp = text
+            .parse()
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not an RFC 3339 time with offset: {e}")))?;
+        Ok(Millis(ts.as_millisecond()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_rfc3339() {
+        let m = Millis(1_700_000_000_123);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, "\"2023-11-14T22:13:20.123Z\"");
+        assert_eq!(serde_json::from_str::<Millis>(&json).unwrap(), m);
+        let offset: Millis = serde_json::from_str("\"2023-11-15T00:13:20.123+02:00\"").unwrap();
+        assert_eq!(offset, m);
+        assert!(serde_json::from_str::<Millis>("\"yesterday\"").is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! RFC 9457 problem documents as the edge answers them.
+//!
+//! The edge has no serde: a problem body is small and its fields are ours, so it is written
+//! by hand with string escaping, keeping the wasm artifact small.
+
+/// The media type of every error body the edge returns.
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// Renders a problem document with a stable machine-readable `code`.
+pub fn render(status: u16, code: &str, title: &str, detail: &str) -> String {
+    let mut out = String::with_capacity(64 + code.len() + title.len() + detail.len());
+    out.push_str("{\"type\":\"about:blank\",\"status\":");
+    out.push_str(&status.to_string());
+    for (name, value) in [("code", code), ("title", title), ("detail", detail)] {
+        out.push_str(",\"");
+        out.push_str(name);
+        out.push_str("\":");
+        push_json_string(&mut out, value);
+    }
+    out.push('}');
+    out
+}
+
+fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_what_json_requires() {
+        let body = render(404, "not_found", "Not Found", "no \"route\" at /a\\b\n\u{1}");
+        assert_eq!(
+            body,
+            r#"{"type":"about:blank","status":404,"code":"not_found","title":"Not Found","detail":"no \"route\" at /a\\b\n\u0001"}"#
+        );
+    }
+}

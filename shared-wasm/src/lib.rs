@@ -1,0 +1,8 @@
+//! Verge's pure domain logic, compiled natively for the core and to wasm for the edges.
+//!
+//! Everything here is deterministic: no I/O, no clock, no randomness. Callers pass time and
+//! random bytes in, so a flag evaluates, a limit decides and a token verifies the same way
+//! at every edge and in the core. Keep dependencies few and wasm-friendly (no C, no tokio).
+
+pub mod gcra;
+pub mod ids;
