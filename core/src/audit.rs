@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiQuery};
-use crate::keys::{Principal, Scope};
+use crate::keys::{Authorized, Readers};
 use crate::pagination::{Cursor, Page, PageParams};
 use crate::server::AppState;
 use crate::time::{Millis, now_millis};
@@ -122,11 +122,10 @@ pub struct AuditFilter {
 )]
 pub(crate) async fn list_entries(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Authorized<Readers>,
     ApiQuery(filter): ApiQuery<AuditFilter>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<axum::Json<Page<AuditEntry>>, ApiError> {
-    principal.require(&[Scope::Read])?;
     let cursor = Cursor::from_params(&page)?;
     let rows = sqlx::query(
         "SELECT * FROM audit_log

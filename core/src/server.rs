@@ -89,13 +89,18 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 }
 
 fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let metrics = Metrics::new();
     let (api, doc) = documented_routes().split_for_parts();
     let doc_json = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serializes"));
+    let api = api.route("/openapi.json", get(move || openapi::serve(Arc::clone(&doc_json))));
+    (with_middleware(api, state), doc)
+}
+
+/// Wraps `routes` in the middleware every request goes through and adds `/metrics`.
+fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    let metrics = Metrics::new();
     let config = Arc::clone(&state.config);
-    let router = api
+    routes
         .route("/metrics", get(metrics::serve).with_state(Arc::clone(&metrics)))
-        .route("/openapi.json", get(move || openapi::serve(Arc::clone(&doc_json))))
         .with_state(state.clone())
         // Layers run top to bottom on the way in: ids and tracing first, so every later
         // step (including a timeout or a panic) is logged under the request's id.
@@ -117,8 +122,7 @@ fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                 // Every path under /v1, routed or not, needs a key: an unknown /v1 path
                 // says 401 to strangers, not 404.
                 .layer(middleware::from_fn_with_state(state, keys::auth::require_key_under_v1)),
-        );
-    (router, doc)
+        )
 }
 
 fn request_span(req: &Request) -> tracing::Span {
@@ -224,5 +228,53 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn app_with(routes: Router<AppState>, timeout_ms: u64) -> (Router, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().to_owned(), request_timeout_ms: timeout_ms, ..Config::default() };
+        let db = Database::connect(&config).await.unwrap();
+        let state = AppState { db, cache: Arc::new(cache::MemoryStore::new()), config: Arc::new(config) };
+        (with_middleware(routes, state), dir)
+    }
+
+    async fn problem(router: Router, uri: &str) -> (StatusCode, serde_json::Value) {
+        let response = router.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn slow_requests_are_abandoned_with_a_timeout_problem() {
+        let slow = Router::new().route("/slow", get(|| tokio::time::sleep(Duration::from_secs(5))));
+        let (router, _dir) = app_with(slow, 50).await;
+        let started = std::time::Instant::now();
+        let (status, body) = problem(router, "/slow").await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["code"], "request_timeout");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_problem_that_reveals_nothing() {
+        async fn boom() -> &'static str {
+            panic!("secret internal state")
+        }
+        let (router, _dir) = app_with(Router::new().route("/boom", get(boom)), 1_000).await;
+        let (status, body) = problem(router, "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["code"], "internal");
+        assert!(!body.to_string().contains("secret"));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The middleware runs on every path under `/v1`, so no route can forget it: a request without
 //! a valid, active key is answered 401 before any handler runs. Handlers then say which
-//! scopes they need with `Principal::require`, which answers 403.
+//! scopes they need by taking an `Authorized<G>` extractor, which answers 403 before the
+//! request body is even read (so a key without rights learns nothing about validation).
 
 use std::time::Duration;
 
@@ -40,6 +41,39 @@ impl Principal {
 
     pub fn actor(&self) -> Actor {
         Actor::Key(self.key.id.clone())
+    }
+}
+
+/// A set of scopes that grants an operation (besides `admin`, which grants every one).
+pub trait Grants: Send + Sync + 'static {
+    const SCOPES: &'static [Scope];
+}
+
+/// Operations only `admin` keys may perform.
+#[derive(Debug)]
+pub struct AdminOnly;
+impl Grants for AdminOnly {
+    const SCOPES: &'static [Scope] = &[];
+}
+
+/// Reads open to `read` keys.
+#[derive(Debug)]
+pub struct Readers;
+impl Grants for Readers {
+    const SCOPES: &'static [Scope] = &[Scope::Read];
+}
+
+/// The request's principal, checked to hold one of `G`'s scopes.
+#[derive(Debug)]
+pub struct Authorized<G: Grants>(pub Principal, pub std::marker::PhantomData<G>);
+
+impl<G: Grants, S: Send + Sync> FromRequestParts<S> for Authorized<G> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        principal.require(G::SCOPES)?;
+        Ok(Authorized(principal, std::marker::PhantomData))
     }
 }
 

@@ -17,7 +17,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
-pub use self::auth::Principal;
+pub use self::auth::{AdminOnly, Authorized, Grants, Principal, Readers};
 pub use self::scope::{Scope, ScopeError};
 use crate::audit::{self, Actor};
 use crate::db::Database;

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiKey, KeyError, NewKey, Principal, Scope};
+use super::{AdminOnly, ApiKey, Authorized, KeyError, NewKey, Scope};
 use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
 use crate::pagination::{Cursor, Page, PageParams};
 use crate::server::AppState;
@@ -62,10 +62,9 @@ pub(crate) struct CreatedKeyResponse {
 )]
 pub(crate) async fn create_key(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal, _): Authorized<AdminOnly>,
     ApiJson(body): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedKeyResponse>), ApiError> {
-    principal.require(&[])?;
     let new = NewKey { name: body.name, scopes: body.scopes, expires_at: body.expires_at };
     let created = super::create(&state.db, new, &principal.actor()).await?;
     Ok((StatusCode::CREATED, Json(CreatedKeyResponse { key: created.key, token: created.token })))
@@ -92,11 +91,10 @@ pub(crate) struct ListKeysFilter {
 )]
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Authorized<AdminOnly>,
     ApiQuery(filter): ApiQuery<ListKeysFilter>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<ApiKey>>, ApiError> {
-    principal.require(&[])?;
     let cursor = Cursor::from_params(&page)?;
     Ok(Json(super::list(&state.db, &cursor, filter.include_inactive).await?))
 }
@@ -115,10 +113,9 @@ pub(crate) async fn list_keys(
 )]
 pub(crate) async fn get_key(
     State(state): State<AppState>,
-    principal: Principal,
+    _: Authorized<AdminOnly>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    principal.require(&[])?;
     Ok(Json(super::get(&state.db, &id).await?))
 }
 
@@ -137,9 +134,8 @@ pub(crate) async fn get_key(
 )]
 pub(crate) async fn revoke_key(
     State(state): State<AppState>,
-    principal: Principal,
+    Authorized(principal, _): Authorized<AdminOnly>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    principal.require(&[])?;
     Ok(Json(super::revoke(&state.db, &id, &principal.actor()).await?))
 }

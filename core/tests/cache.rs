@@ -1,0 +1,114 @@
+//! The cache/counter store contract, run against the backend of this test run (the
+//! in-process store, or Redis): every caller relies on these semantics being identical.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fresh_cache;
+use verge_core::cache::{CacheError, Policy};
+use verge_shared::gcra;
+
+const SECOND_US: u64 = 1_000_000;
+
+#[tokio::test]
+async fn get_set_delete_and_expiry() {
+    let cache = fresh_cache().await;
+    assert_eq!(cache.get("a").await.unwrap(), None);
+    cache.set("a", b"one", None).await.unwrap();
+    assert_eq!(cache.get("a").await.unwrap().as_deref(), Some(&b"one"[..]));
+    cache.set("a", b"two", Some(Duration::from_millis(60))).await.unwrap();
+    assert_eq!(cache.get("a").await.unwrap().as_deref(), Some(&b"two"[..]));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(cache.get("a").await.unwrap(), None, "expired values are gone");
+    cache.set("b", b"x", None).await.unwrap();
+    assert!(cache.delete("b").await.unwrap());
+    assert!(!cache.delete("b").await.unwrap());
+    assert_eq!(cache.get("b").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn increment_starts_a_window_and_keeps_its_expiry() {
+    let cache = fresh_cache().await;
+    let ttl = Duration::from_millis(300);
+    assert_eq!(cache.increment("n", 1, ttl).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // A later increment does not push the expiry out: the window is fixed.
+    assert_eq!(cache.increment("n", 5, ttl).await.unwrap(), 6);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(cache.get("n").await.unwrap(), None);
+    assert_eq!(cache.increment("n", -2, ttl).await.unwrap(), -2, "a new window starts from zero");
+
+    cache.set("text", b"hello", None).await.unwrap();
+    assert!(matches!(cache.increment("text", 1, ttl).await, Err(CacheError::NotAnInteger { .. })));
+}
+
+#[tokio::test]
+async fn increments_from_many_tasks_are_all_counted() {
+    let cache = fresh_cache().await;
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.increment("hits", 1, Duration::from_secs(60)).await.unwrap() })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results.sort();
+    assert_eq!(results, (1..=200).collect::<Vec<i64>>(), "each increment saw a distinct count");
+}
+
+#[tokio::test]
+async fn compare_and_set_only_replaces_what_was_expected() {
+    let cache = fresh_cache().await;
+    assert!(cache.compare_and_set("c", None, b"v1", None).await.unwrap(), "absent → set");
+    assert!(!cache.compare_and_set("c", None, b"v2", None).await.unwrap(), "present, expected absent");
+    assert!(!cache.compare_and_set("c", Some(b"nope"), b"v2", None).await.unwrap());
+    assert!(cache.compare_and_set("c", Some(b"v1"), b"v2", Some(Duration::from_millis(60))).await.unwrap());
+    assert_eq!(cache.get("c").await.unwrap().as_deref(), Some(&b"v2"[..]));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(!cache.compare_and_set("c", Some(b"v2"), b"v3", None).await.unwrap(), "expired is absent");
+    assert!(cache.compare_and_set("c", None, b"v3", None).await.unwrap());
+}
+
+#[tokio::test]
+async fn take_follows_the_shared_gcra_decision() {
+    let cache = fresh_cache().await;
+    let policy = Policy { limit: 3, period_us: 3 * SECOND_US };
+    let t0 = 1_900_000_000 * SECOND_US;
+    let schedule = [t0, t0, t0, t0, t0 + SECOND_US, t0 + SECOND_US, t0 + 10 * SECOND_US];
+    let mut tat = None;
+    for now in schedule {
+        let (expected, new_tat) = gcra::decide(policy, tat, now, 1);
+        tat = new_tat.or(tat);
+        let got = cache.take("bucket", policy, 1, now).await.unwrap();
+        assert_eq!(got, expected, "at +{} us", now - t0);
+    }
+    let too_big = cache.take("bucket", policy, 4, t0).await.unwrap();
+    assert!(!too_big.allowed && too_big.retry_after_us == u64::MAX);
+}
+
+#[tokio::test]
+async fn concurrent_takes_never_exceed_the_limit() {
+    let cache = fresh_cache().await;
+    let policy = Policy { limit: 10, period_us: 60 * SECOND_US };
+    let now = 1_900_000_000 * SECOND_US;
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.take("shared", policy, 1, now).await.unwrap().allowed })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += usize::from(task.await.unwrap());
+    }
+    assert_eq!(allowed, 10);
+}
+
+#[tokio::test]
+async fn ping_answers() {
+    fresh_cache().await.ping().await.unwrap();
+}

@@ -1,0 +1,197 @@
+//! The `verge` binary as a user runs it: `verge dev` in an empty directory, SIGTERM, and
+//! key management from the command line.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::fresh_config;
+use secrecy::ExposeSecret;
+use verge_core::Config;
+
+fn verge(config: &Config, dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_verge"));
+    command.current_dir(dir).env("RUST_LOG", "warn");
+    // Only what this test chooses: no stray VERGE_*, DATABASE_URL or REDIS_URL.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("VERGE_") || name == "DATABASE_URL" || name == "REDIS_URL" {
+            command.env_remove(name);
+        }
+    }
+    if let Some(url) = &config.database_url {
+        command.env("DATABASE_URL", url.expose_secret());
+    }
+    if let Some(url) = &config.redis_url {
+        command.env("REDIS_URL", url.expose_secret()).env("VERGE_REDIS_PREFIX", &config.redis_prefix);
+    }
+    command
+}
+
+/// Starts `verge dev` and returns it with the lines it printed up to its prompt.
+fn start_dev(mut command: Command) -> (Child, Vec<String>) {
+    let mut child = command
+        .args(["dev", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("verge starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("no prompt from verge dev; printed {lines:?}");
+        };
+        let done = line.starts_with("Press Ctrl-C");
+        lines.push(line);
+        if done {
+            return (child, lines);
+        }
+    }
+}
+
+fn field<'a>(lines: &'a [String], label: &str) -> &'a str {
+    let line =
+        lines.iter().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no {label} in {lines:?}"));
+    line.trim_start()[label.len()..].split_whitespace().next().unwrap()
+}
+
+/// A minimal HTTP/1.1 exchange, so the test needs no client library.
+fn http_get(base: &str, path: &str, key: Option<&str>) -> (u16, String) {
+    let address = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("verge did not exit within 5 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
+    let (config, dir) = fresh_config().await;
+    let (mut child, lines) = start_dev(verge(&config, dir.path()));
+    let core = field(&lines, "core API").trim_end_matches("/v1").to_owned();
+    let key = field(&lines, "admin key").to_owned();
+    assert!(key.starts_with("verge_"), "{lines:?}");
+
+    assert_eq!(http_get(&core, "/healthz", None).0, 200);
+    assert_eq!(http_get(&core, "/readyz", None).0, 200);
+    let (status, body) = http_get(&core, "/v1/keys", None);
+    assert_eq!(status, 401);
+    assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
+    assert_eq!(http_get(&core, "/v1/keys", Some(&key)).0, 200);
+
+    let exit = terminate(&mut child);
+    assert!(exit.success(), "exit status {exit}");
+    if config.database_url.is_none() {
+        assert!(dir.path().join("verge-data/verge.db").exists(), "default data dir is ./verge-data");
+    }
+
+    // A second start keeps the existing keys and prints none.
+    let (mut again, lines) = start_dev(verge(&config, dir.path()));
+    assert!(lines.iter().any(|l| l.contains("keys already exist")), "{lines:?}");
+    let core = field(&lines, "core API").trim_end_matches("/v1").to_owned();
+    assert_eq!(http_get(&core, "/v1/keys", Some(&key)).0, 200, "the first key still works");
+    assert!(terminate(&mut again).success());
+}
+
+#[tokio::test]
+async fn verge_admin_key_is_used_as_the_bootstrap_key() {
+    let (config, dir) = fresh_config().await;
+    let chosen = "scripted-admin-key-0123456789abcdefghij";
+    let mut command = verge(&config, dir.path());
+    command.env("VERGE_ADMIN_KEY", chosen);
+    let (mut child, lines) = start_dev(command);
+    assert!(!lines.iter().any(|l| l.contains(chosen)), "the configured key must not be printed");
+    let core = field(&lines, "core API").trim_end_matches("/v1").to_owned();
+    assert_eq!(http_get(&core, "/v1/keys", Some(chosen)).0, 200);
+    assert!(terminate(&mut child).success());
+}
+
+#[tokio::test]
+async fn keys_can_be_managed_from_the_command_line() {
+    let (config, dir) = fresh_config().await;
+    let run = |args: &[&str]| {
+        let output = verge(&config, dir.path()).args(["keys"]).args(args).output().unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        (output.status.success(), stdout, stderr)
+    };
+    let (ok, created, err) = run(&["create", "--name", "deploy-bot", "--scope", "admin"]);
+    assert!(ok, "{err}");
+    let id = created.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(id.starts_with("key_"), "{created}");
+    let token = created.lines().find_map(|l| l.strip_prefix("token: ")).unwrap().to_owned();
+
+    let (ok, listed, _) = run(&["list"]);
+    assert!(ok && listed.contains(&id) && listed.contains("deploy-bot") && listed.contains("active"), "{listed}");
+    assert!(!listed.contains(&token[12..]), "list must not show secrets");
+
+    let (ok, _, err) = run(&["revoke", &id]);
+    assert!(!ok && err.contains("last active admin key"), "{err}");
+    let (ok, _, _) = run(&["create", "--name", "second", "--scope", "admin"]);
+    assert!(ok);
+    let (ok, revoked, err) = run(&["revoke", &id]);
+    assert!(ok && revoked.contains("revoked"), "{err}");
+    let (_, active, _) = run(&["list"]);
+    assert!(!active.contains(&id));
+    let (_, all, _) = run(&["list", "--all"]);
+    assert!(all.contains(&id) && all.contains("revoked"), "{all}");
+
+    let (ok, _, err) = run(&["create", "--name", "x", "--scope", "root"]);
+    assert!(!ok && err.contains("unknown scope `root`"), "{err}");
+}
+
+#[test]
+fn every_command_explains_itself() {
+    for args in [
+        &["--help"][..],
+        &["dev", "--help"],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["keys", "create", "--help"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_verge")).args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.contains("Usage: verge"), "{args:?}: {text}");
+    }
+    let dev = Command::new(env!("CARGO_BIN_EXE_verge")).args(["dev", "--help"]).output().unwrap();
+    let dev = String::from_utf8(dev.stdout).unwrap();
+    assert!(dev.contains("--data-dir") && dev.contains("--port"));
+}
