@@ -277,4 +277,34 @@ mod tests {
         assert_eq!(body["code"], "internal");
         assert!(!body.to_string().contains("secret"));
     }
+
+    #[tokio::test]
+    async fn shutdown_lets_in_flight_requests_finish_then_returns() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let slow = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        );
+        let (router, _dir) = app_with(slow, 5_000).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, async { stopped.await.unwrap() }, Duration::from_secs(5)));
+
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(()).unwrap();
+
+        let mut response = String::new();
+        client.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("done"), "{response}");
+        tokio::time::timeout(Duration::from_secs(2), server).await.expect("server returned").unwrap().unwrap();
+        assert!(tokio::net::TcpStream::connect(address).await.is_err(), "still accepting after shutdown");
+    }
 }

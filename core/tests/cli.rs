@@ -177,6 +177,17 @@ async fn keys_can_be_managed_from_the_command_line() {
     assert!(!ok && err.contains("unknown scope `root`"), "{err}");
 }
 
+#[tokio::test]
+async fn migrate_prepares_an_empty_database() {
+    let (config, dir) = fresh_config().await;
+    let output = verge(&config, dir.path()).arg("migrate").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    let db =
+        verge_core::db::Database::connect(&Config { data_dir: dir.path().join("verge-data"), ..config }).await.unwrap();
+    assert!(verge_core::keys::none_exist(&db).await.unwrap(), "tables exist and are empty");
+}
+
 #[test]
 fn every_command_explains_itself() {
     for args in [
