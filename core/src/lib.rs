@@ -17,6 +17,7 @@ pub mod keys;
 mod metrics;
 mod openapi;
 pub mod pagination;
+pub mod publish;
 pub mod server;
 pub mod time;
 

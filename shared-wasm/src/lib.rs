@@ -6,3 +6,4 @@
 
 pub mod gcra;
 pub mod ids;
+pub mod kv;

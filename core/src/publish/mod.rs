@@ -1,0 +1,263 @@
+//! Publishing edge configuration: from the database to every edge KV store.
+//!
+//! A write commits its row, its audit entry and an outbox row in one transaction
+//! ([`enqueue`]). The [`Publisher`] drains the outbox: it rebuilds each dataset, skips
+//! those whose content hash matches what the store's manifest already names, writes the
+//! changed ones under a new version, and rewrites the manifest last (see
+//! `verge_shared::kv`). Outbox rows are deleted only after the manifest is written, so a
+//! publish that dies midway is simply done again: publishing is idempotent and resumable.
+
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use tokio::sync::Notify;
+use verge_shared::kv::{self, MANIFEST_KEY, Manifest};
+
+pub use self::store::{EdgeStore, LocalEdgeStore, StoreError};
+use crate::db::{Database, Dialect};
+use crate::time::now_millis;
+
+/// One whole-read dataset as it should be at the edge: named parts and their bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetContent {
+    /// e.g. `flags/production`; the key prefix of its versions.
+    pub name: String,
+    pub parts: Vec<(String, Vec<u8>)>,
+}
+
+impl DatasetContent {
+    /// Hex SHA-256 over the parts in order, each length-prefixed so boundaries count.
+    pub fn hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        for (part, bytes) in &self.parts {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// A source of datasets: each capability that publishes to the edge implements this.
+#[async_trait]
+pub trait DatasetSource: Send + Sync + std::fmt::Debug {
+    /// Every dataset this source publishes, built from the database as it is now.
+    async fn build(&self, db: &Database) -> Result<Vec<DatasetContent>, sqlx::Error>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the manifest in {store} is unreadable: {source}")]
+    Manifest { store: String, source: kv::ManifestError },
+}
+
+/// What one publish did to one store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The snapshot now live (unchanged when nothing changed).
+    pub snapshot: u64,
+    /// Datasets written under a new version.
+    pub written: Vec<String>,
+    /// Keys written, manifest included.
+    pub keys_written: usize,
+    /// Keys of superseded versions removed.
+    pub keys_removed: usize,
+}
+
+/// Records, inside the caller's transaction, that `dataset` changed and must be published.
+pub async fn enqueue(conn: &mut sqlx::AnyConnection, dataset: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO outbox (id, dataset, created_at) VALUES ($1, $2, $3)")
+        .bind(crate::ids::new_id("obx"))
+        .bind(dataset)
+        .bind(now_millis().0)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Builds every dataset and brings `store` up to date with it; see the module docs.
+/// `progress` is told each key count as parts are written.
+pub async fn publish_to(
+    db: &Database,
+    sources: &[Arc<dyn DatasetSource>],
+    store: &dyn EdgeStore,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Report, PublishError> {
+    let mut datasets = Vec::new();
+    for source in sources {
+        datasets.extend(source.build(db).await?);
+    }
+    datasets.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let current = match store.get(MANIFEST_KEY).await? {
+        Some(bytes) => {
+            Manifest::decode(&bytes).map_err(|source| PublishError::Manifest { store: store.describe(), source })?
+        }
+        None => Manifest::default(),
+    };
+    let mut next = Manifest { snapshot: current.snapshot, datasets: Vec::new() };
+    let mut report = Report::default();
+    let mut superseded = Vec::new();
+    for dataset in &datasets {
+        let hash = dataset.hash();
+        let live = current.get(&dataset.name);
+        if let Some(live) = live.filter(|live| live.hash == hash) {
+            next.set(&live.name, live.version, &live.hash);
+            continue;
+        }
+        let version = live.map_or(1, |live| live.version + 1);
+        let entries: Vec<(String, Vec<u8>)> = dataset
+            .parts
+            .iter()
+            .map(|(part, bytes)| (kv::versioned_key(&dataset.name, version, part), bytes.clone()))
+            .collect();
+        for chunk in entries.chunks(500) {
+            store.put_many(chunk).await?;
+            report.keys_written += chunk.len();
+            progress(chunk.len());
+        }
+        next.set(&dataset.name, version, &hash);
+        report.written.push(dataset.name.clone());
+        superseded.push((dataset.name.clone(), version));
+    }
+    let removed_datasets: Vec<String> =
+        current.datasets.iter().filter(|d| next.get(&d.name).is_none()).map(|d| d.name.clone()).collect();
+    let first_publish = current.snapshot == 0;
+    if !report.written.is_empty() || !removed_datasets.is_empty() || first_publish {
+        next.snapshot = current.snapshot + 1;
+        // The manifest goes last: until this write, edges keep reading the old versions.
+        store.put_many(&[(MANIFEST_KEY.to_owned(), next.encode())]).await?;
+        report.keys_written += 1;
+    }
+    report.snapshot = next.snapshot;
+
+    // Versions older than the one just replaced can go: edges that read the previous
+    // manifest a moment ago may still be reading the previous version, so it stays.
+    for (name, version) in superseded {
+        report.keys_removed += remove_versions(store, &name, |v| v + 1 < version).await?;
+    }
+    for name in removed_datasets {
+        report.keys_removed += remove_versions(store, &name, |_| true).await?;
+    }
+    Ok(report)
+}
+
+async fn remove_versions(
+    store: &dyn EdgeStore,
+    dataset: &str,
+    doomed: impl Fn(u64) -> bool,
+) -> Result<usize, StoreError> {
+    let prefix = kv::dataset_prefix(dataset);
+    let keys: Vec<String> = store
+        .keys_with_prefix(&prefix)
+        .await?
+        .into_iter()
+        .filter(|key| {
+            let version = key[prefix.len()..].split('/').next().and_then(|v| v.parse::<u64>().ok());
+            version.is_some_and(&doomed)
+        })
+        .collect();
+    store.delete_many(&keys).await?;
+    Ok(keys.len())
+}
+
+/// Drains the outbox into the configured stores, promptly after each write and on a
+/// steady tick (which also picks up writes made by other core replicas).
+#[derive(Debug)]
+pub struct Publisher {
+    db: Database,
+    sources: Vec<Arc<dyn DatasetSource>>,
+    stores: Vec<Arc<dyn EdgeStore>>,
+    wake: Notify,
+}
+
+/// How often the publisher looks at the outbox without being woken.
+const TICK: Duration = Duration::from_millis(500);
+/// Arbitrary constant naming the PostgreSQL advisory lock that elects one publisher.
+const PUBLISHER_LOCK: i64 = 0x7665_7267_6570_7562;
+
+impl Publisher {
+    pub fn new(db: Database, sources: Vec<Arc<dyn DatasetSource>>, stores: Vec<Arc<dyn EdgeStore>>) -> Arc<Publisher> {
+        Arc::new(Publisher { db, sources, stores, wake: Notify::new() })
+    }
+
+    /// Asks for a publish soon; call after committing a write that enqueued outbox rows.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publishes to every store if the outbox holds anything (or `force`), then clears the
+    /// rows it covered. Returns the reports, one per store, when it published.
+    pub async fn run_once(&self, force: bool) -> Result<Option<Vec<Report>>, PublishError> {
+        let mut conn = self.db.pool().acquire().await?;
+        if self.db.dialect() == Dialect::Postgres {
+            // Several core replicas share one outbox; one publishes at a time.
+            let locked: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
+                .bind(PUBLISHER_LOCK)
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get(0)?;
+            if !locked {
+                return Ok(None);
+            }
+        }
+        let result = self.publish_pending(force).await;
+        if self.db.dialect() == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(PUBLISHER_LOCK).execute(&mut *conn).await?;
+        }
+        result
+    }
+
+    async fn publish_pending(&self, force: bool) -> Result<Option<Vec<Report>>, PublishError> {
+        let newest: Option<String> =
+            sqlx::query("SELECT MAX(id) FROM outbox").fetch_one(self.db.pool()).await?.try_get(0)?;
+        if newest.is_none() && !force {
+            return Ok(None);
+        }
+        let mut reports = Vec::new();
+        for store in &self.stores {
+            reports.push(publish_to(&self.db, &self.sources, store.as_ref(), &|_| {}).await?);
+        }
+        if let Some(newest) = newest {
+            // Rows added while publishing have larger ids and wait for the next round.
+            sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(newest).execute(self.db.pool()).await?;
+        }
+        Ok(Some(reports))
+    }
+
+    /// Runs until `shutdown` resolves: a full reconcile first, then the outbox as it fills.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut force = true;
+        loop {
+            match self.run_once(force).await {
+                Ok(Some(reports)) => {
+                    force = false;
+                    for (store, report) in self.stores.iter().zip(reports) {
+                        if !report.written.is_empty() || report.keys_written > 0 {
+                            tracing::info!(store = %store.describe(), snapshot = report.snapshot, datasets = ?report.written, "published");
+                        }
+                    }
+                }
+                Ok(None) => force = false,
+                // Left in the outbox; tried again on the next round.
+                Err(err) => tracing::warn!(error = %err, "publish failed; will retry"),
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Publishing to edge KV: versioned datasets made live by the manifest, unchanged content
+//! never rewritten, old versions collected, and a publish that dies midway leaving the
+//! edge on the previous complete version until a retry completes it.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::TestApp;
+use verge_core::db::Database;
+use verge_core::publish::{self, DatasetContent, DatasetSource, EdgeStore, LocalEdgeStore, Publisher, StoreError};
+use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
+
+/// A dataset source whose content the test sets.
+#[derive(Debug, Default)]
+struct Fixture(Mutex<Vec<DatasetContent>>);
+
+impl Fixture {
+    fn set(&self, datasets: &[(&str, &[(&str, &str)])]) {
+        *self.0.lock().unwrap() = datasets
+            .iter()
+            .map(|(name, parts)| DatasetContent {
+                name: name.to_string(),
+                parts: parts.iter().map(|(p, v)| (p.to_string(), v.as_bytes().to_vec())).collect(),
+            })
+            .collect();
+    }
+}
+
+#[async_trait]
+impl DatasetSource for Fixture {
+    async fn build(&self, _: &Database) -> Result<Vec<DatasetContent>, sqlx::Error> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
+/// Reads a dataset the way an edge does: the manifest first, then only the parts of the
+/// version it names.
+async fn edge_read(store: &dyn EdgeStore, dataset: &str, parts: &[&str]) -> Option<(u64, Vec<String>)> {
+    let manifest = Manifest::decode(&store.get(MANIFEST_KEY).await.unwrap()?).unwrap();
+    let version = manifest.get(dataset)?.version;
+    let mut values = Vec::new();
+    for part in parts {
+        let bytes =
+            store.get(&versioned_key(dataset, version, part)).await.unwrap().expect("a part the manifest names");
+        values.push(String::from_utf8(bytes).unwrap());
+    }
+    Some((version, values))
+}
+
+async fn setup() -> (TestApp, Arc<Fixture>, LocalEdgeStore, tempfile::TempDir) {
+    let app = TestApp::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalEdgeStore::open(&dir.path().join("edge/kv.db")).await.unwrap();
+    (app, Arc::new(Fixture::default()), store, dir)
+}
+
+#[tokio::test]
+async fn versions_are_published_then_made_live_and_unchanged_content_writes_nothing() {
+    let (app, fixture, store, _dir) = setup().await;
+    let db = &app.app.state.db;
+    let sources: Vec<Arc<dyn DatasetSource>> = vec![fixture.clone()];
+    fixture.set(&[("flags/prod", &[("0", "a"), ("1", "b")])]);
+
+    let first = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    assert_eq!((first.snapshot, first.written.clone(), first.keys_written), (1, vec!["flags/prod".into()], 3));
+    assert_eq!(edge_read(&store, "flags/prod", &["0", "1"]).await, Some((1, vec!["a".into(), "b".into()])));
+
+    let again = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    assert_eq!((again.snapshot, again.keys_written), (1, 0), "unchanged state writes nothing");
+
+    fixture.set(&[("flags/prod", &[("0", "a"), ("1", "c")])]);
+    let second = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    assert_eq!(second.snapshot, 2);
+    assert_eq!(edge_read(&store, "flags/prod", &["0", "1"]).await, Some((2, vec!["a".into(), "c".into()])));
+    assert!(store.get("flags/prod/v1/0").await.unwrap().is_some(), "the previous version stays for in-flight readers");
+
+    fixture.set(&[("flags/prod", &[("0", "z")])]);
+    let third = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    assert_eq!(third.keys_removed, 2, "version 1 is collected once version 3 is live");
+    assert_eq!(
+        store.keys_with_prefix("flags/prod/v").await.unwrap(),
+        ["flags/prod/v2/0", "flags/prod/v2/1", "flags/prod/v3/0"]
+    );
+
+    fixture.set(&[]);
+    let gone = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    assert_eq!(gone.snapshot, 4);
+    assert!(store.keys_with_prefix("flags/prod/").await.unwrap().is_empty(), "a removed dataset leaves nothing");
+    assert_eq!(edge_read(&store, "flags/prod", &[]).await, None);
+}
+
+/// Lets `allowed` writes through, then fails every write, as a process killed midway.
+#[derive(Debug)]
+struct DiesMidway {
+    inner: LocalEdgeStore,
+    allowed: Mutex<usize>,
+}
+
+#[async_trait]
+impl EdgeStore for DiesMidway {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let alive = {
+            let mut allowed = self.allowed.lock().unwrap();
+            let alive = *allowed > 0;
+            *allowed = allowed.saturating_sub(1);
+            alive
+        };
+        if !alive {
+            return Err(StoreError::Backend { store: "dies-midway".into(), message: "killed".into() });
+        }
+        self.inner.put_many(entries).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.inner.delete_many(keys).await
+    }
+    async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.keys_with_prefix(prefix).await
+    }
+    fn describe(&self) -> String {
+        "dies-midway".into()
+    }
+}
+
+#[tokio::test]
+async fn a_publish_killed_midway_leaves_the_previous_version_live_and_a_retry_completes() {
+    let (app, fixture, store, _dir) = setup().await;
+    let db = &app.app.state.db;
+    let sources: Vec<Arc<dyn DatasetSource>> = vec![fixture.clone()];
+    let parts_v1: Vec<(String, String)> = (0..1200).map(|i| (format!("{i:04}"), format!("old-{i}"))).collect();
+    let as_refs = |parts: &[(String, String)]| parts.iter().map(|(p, v)| (p.clone(), v.clone())).collect::<Vec<_>>();
+    let set = |parts: &[(String, String)]| {
+        let owned = as_refs(parts);
+        let refs: Vec<(&str, &str)> = owned.iter().map(|(p, v)| (p.as_str(), v.as_str())).collect();
+        fixture.set(&[("ac/shards", &refs)]);
+    };
+    set(&parts_v1);
+    publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+
+    let parts_v2: Vec<(String, String)> = (0..1200).map(|i| (format!("{i:04}"), format!("new-{i}"))).collect();
+    set(&parts_v2);
+    // The first 500-key chunk lands, then the process "dies".
+    let dying = DiesMidway { inner: store.clone(), allowed: Mutex::new(1) };
+    let err = publish::publish_to(db, &sources, &dying, &|_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("killed"), "{err}");
+    assert!(store.get("ac/shards/v2/0000").await.unwrap().is_some(), "the publish really got midway");
+
+    let all: Vec<&str> = parts_v1.iter().map(|(p, _)| p.as_str()).collect();
+    let (version, values) = edge_read(&store, "ac/shards", &all).await.unwrap();
+    assert_eq!(version, 1, "the edge still sees the previous version");
+    assert!(values.iter().all(|v| v.starts_with("old-")), "and all of it");
+
+    let retry = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    assert_eq!(retry.snapshot, 2);
+    let (version, values) = edge_read(&store, "ac/shards", &all).await.unwrap();
+    assert_eq!(version, 2);
+    assert!(values.iter().all(|v| v.starts_with("new-")));
+}
+
+#[tokio::test]
+async fn the_outbox_is_transactional_and_drained_by_the_publisher() {
+    let (app, fixture, store, _dir) = setup().await;
+    let db = app.app.state.db.clone();
+    fixture.set(&[("rl/policies", &[("0", "p1")])]);
+    let publisher = Publisher::new(db.clone(), vec![fixture.clone()], vec![Arc::new(store.clone())]);
+    assert!(publisher.run_once(false).await.unwrap().is_none(), "nothing queued, nothing done");
+
+    let mut tx = db.pool().begin().await.unwrap();
+    publish::enqueue(&mut tx, "rl/policies").await.unwrap();
+    tx.rollback().await.unwrap();
+    assert!(publisher.run_once(false).await.unwrap().is_none(), "a rolled-back write queues nothing");
+
+    let mut tx = db.pool().begin().await.unwrap();
+    publish::enqueue(&mut tx, "rl/policies").await.unwrap();
+    tx.commit().await.unwrap();
+    let reports = publisher.run_once(false).await.unwrap().expect("published");
+    assert_eq!(reports[0].written, ["rl/policies"]);
+    assert!(publisher.run_once(false).await.unwrap().is_none(), "the outbox was drained");
+}
+
+#[tokio::test]
+async fn a_woken_publisher_reaches_the_edge_store_within_a_second() {
+    let (app, fixture, store, _dir) = setup().await;
+    let db = app.app.state.db.clone();
+    fixture.set(&[("flags/dev", &[("0", "one")])]);
+    let publisher = Publisher::new(db.clone(), vec![fixture.clone()], vec![Arc::new(store.clone())]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(publisher.clone().run(async { stopped.await.unwrap_or(()) }));
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while edge_read(&store, "flags/dev", &["0"]).await.is_none() {
+        assert!(Instant::now() < deadline, "the start-up reconcile never published");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    fixture.set(&[("flags/dev", &[("0", "two")])]);
+    let mut tx = db.pool().begin().await.unwrap();
+    publish::enqueue(&mut tx, "flags/dev").await.unwrap();
+    tx.commit().await.unwrap();
+    let committed = Instant::now();
+    publisher.wake();
+    loop {
+        if edge_read(&store, "flags/dev", &["0"]).await.unwrap().1 == ["two"] {
+            break;
+        }
+        assert!(committed.elapsed() < Duration::from_secs(1), "not live within a second");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
