@@ -125,7 +125,29 @@ fn init_logging(config: &Config, command: &Command) {
     };
 }
 
+/// Runs `app` on `listener` with its publisher until SIGINT/SIGTERM, then drains both.
+async fn run_until_signal(
+    app: App,
+    listener: tokio::net::TcpListener,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let publisher = tokio::spawn(app.state.publisher.clone().run(stopped(stop_rx.clone())));
+    server::serve(listener, app.router, stopped(stop_rx), grace).await?;
+    publisher.await?;
+    app.state.db.close().await;
+    Ok(())
+}
+
 async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
+    config.edge_store.get_or_insert_with(|| args.data_dir.join("edge").join("kv.db"));
     config.data_dir = args.data_dir;
     config.listen = SocketAddr::from(([127, 0, 0, 1], args.port));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -152,11 +174,11 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         Bootstrap::FromConfig => println!("  admin key    the one in VERGE_ADMIN_KEY"),
         Bootstrap::Existing => println!("  admin key    keys already exist; `verge keys create` makes another"),
     }
+    if let Some(store) = &config.edge_store {
+        println!("  edge store   {} (the core publishes edge configuration here)", store.display());
+    }
     println!("Press Ctrl-C to stop.");
-    let grace = config.shutdown_grace();
-    server::serve(listener, app.router, server::shutdown_signal(), grace).await?;
-    app.state.db.close().await;
-    Ok(())
+    run_until_signal(app, listener, config.shutdown_grace()).await
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -172,9 +194,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         _ => {}
     }
     tracing::info!(address = %listener.local_addr()?, "serving");
-    server::serve(listener, app.router, server::shutdown_signal(), config.shutdown_grace()).await?;
-    app.state.db.close().await;
-    Ok(())
+    run_until_signal(app, listener, config.shutdown_grace()).await
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

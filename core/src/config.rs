@@ -40,6 +40,9 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// `text` for people, `json` for log collectors.
     pub log_format: LogFormat,
+    /// A local edge store (SQLite file, Spin's schema) the core publishes into, for edge
+    /// hosts on this machine; `verge dev` uses `<data_dir>/edge/kv.db`.
+    pub edge_store: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -63,6 +66,7 @@ impl Default for Config {
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             log_format: LogFormat::Text,
+            edge_store: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
+use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
 use crate::{audit, health, keys, openapi};
 
 /// What every handler can reach.
@@ -35,6 +36,8 @@ pub struct AppState {
     pub db: Database,
     pub cache: Cache,
     pub config: Arc<Config>,
+    /// Wake it after committing a write that enqueued outbox rows.
+    pub publisher: Arc<Publisher>,
 }
 
 /// A built service: its router, the state behind it, and its API description.
@@ -51,6 +54,8 @@ pub enum StartError {
     Database(#[from] crate::db::DbError),
     #[error("cannot reach the cache: {0}")]
     Cache(#[from] crate::cache::CacheError),
+    #[error("cannot open the edge store: {0}")]
+    EdgeStore(#[from] crate::publish::StoreError),
 }
 
 impl std::fmt::Debug for App {
@@ -68,11 +73,16 @@ impl App {
         let db = Database::connect(&config).await?;
         db.migrate().await?;
         let cache = cache::connect(&config).await?;
-        Ok(App::from_parts(config, db, cache))
+        let mut stores: Vec<Arc<dyn EdgeStore>> = Vec::new();
+        if let Some(path) = &config.edge_store {
+            stores.push(Arc::new(LocalEdgeStore::open(path).await?));
+        }
+        let publisher = Publisher::new(db.clone(), publish::sources(), stores);
+        Ok(App::from_parts(config, db, cache, publisher))
     }
 
-    pub fn from_parts(config: Config, db: Database, cache: Cache) -> App {
-        let state = AppState { db, cache, config: Arc::new(config) };
+    pub fn from_parts(config: Config, db: Database, cache: Cache, publisher: Arc<Publisher>) -> App {
+        let state = AppState { db, cache, config: Arc::new(config), publisher };
         let (router, openapi) = router(state.clone());
         App { router, state, openapi }
     }
@@ -243,7 +253,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = Config { data_dir: dir.path().to_owned(), request_timeout_ms: timeout_ms, ..Config::default() };
         let db = Database::connect(&config).await.unwrap();
-        let state = AppState { db, cache: Arc::new(cache::MemoryStore::new()), config: Arc::new(config) };
+        let publisher = Publisher::new(db.clone(), Vec::new(), Vec::new());
+        let state = AppState { db, cache: Arc::new(cache::MemoryStore::new()), config: Arc::new(config), publisher };
         (with_middleware(routes, state), dir)
     }
 

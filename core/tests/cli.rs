@@ -116,6 +116,22 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
     assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
     assert_eq!(http_get(&core, "/v1/keys", Some(&key)).0, 200);
 
+    // The publisher has written the first snapshot into the local edge store.
+    let store_path = dir.path().join("verge-data/edge/kv.db");
+    assert!(lines.iter().any(|l| l.contains("edge store") && l.contains("kv.db")), "{lines:?}");
+    let store = verge_core::publish::LocalEdgeStore::open(&store_path).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let manifest = loop {
+        use verge_core::publish::EdgeStore;
+        if let Some(bytes) = store.get(verge_shared::kv::MANIFEST_KEY).await.unwrap() {
+            break verge_shared::kv::Manifest::decode(&bytes).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no manifest published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(manifest.snapshot, 1);
+    store.close().await;
+
     let exit = terminate(&mut child);
     assert!(exit.success(), "exit status {exit}");
     if config.database_url.is_none() {
