@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+mod events;
 mod health;
 pub mod ids;
 pub mod keys;

@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
         (name = "health", description = "Liveness and readiness"),
         (name = "keys", description = "Admin API keys"),
         (name = "audit", description = "Audit log of administrative writes"),
+        (name = "events", description = "Events sent back by edges"),
     )
 )]
 pub(crate) struct ApiDoc;

@@ -28,7 +28,7 @@ use crate::db::Database;
 use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
-use crate::{audit, health, keys, openapi};
+use crate::{audit, events, health, keys, openapi};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -91,7 +91,10 @@ impl App {
 /// Every documented route. `/v1` routes are added only through `OpenApiRouter::routes`,
 /// so a route cannot exist without its OpenAPI description.
 fn documented_routes() -> OpenApiRouter<AppState> {
-    let v1 = OpenApiRouter::new().merge(keys::routes::router()).routes(routes!(audit::list_entries));
+    let v1 = OpenApiRouter::new()
+        .merge(keys::routes::router())
+        .routes(routes!(audit::list_entries))
+        .routes(routes!(events::ingest));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -1,4 +1,5 @@
 //! What a key may do. `admin` may do everything; `read` may read everything except keys;
+//! `events:ingest` is for edges sending events back;
 //! capability write scopes (`links:write`, …) arrive with their capabilities.
 
 use std::fmt;
@@ -13,15 +14,19 @@ pub enum Scope {
     Admin,
     #[serde(rename = "read")]
     Read,
+    /// Edge ingest keys: send events back to the core, nothing else.
+    #[serde(rename = "events:ingest")]
+    IngestEvents,
 }
 
 impl Scope {
-    pub const ALL: &[Scope] = &[Scope::Admin, Scope::Read];
+    pub const ALL: &[Scope] = &[Scope::Admin, Scope::Read, Scope::IngestEvents];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Admin => "admin",
             Scope::Read => "read",
+            Scope::IngestEvents => "events:ingest",
         }
     }
 }

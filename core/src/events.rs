@@ -1,0 +1,144 @@
+//! Event ingest: edges send clicks, evaluations and limit decisions back in batches.
+//!
+//! `POST /v1/events` takes up to [`MAX_BATCH`] events, authenticated with an edge ingest
+//! key (scope `events:ingest`). Each event carries an id the edge minted, and an event
+//! whose id is already stored is counted as a duplicate, not stored again, so a batch the
+//! edge retries after a lost response counts once. The batch is committed before the
+//! response: an acknowledged event is durable. Later capabilities aggregate by `kind`.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiJson, FieldError, Problem};
+use crate::keys::{Authorized, Grants, Scope};
+use crate::server::AppState;
+use crate::time::{Millis, now_millis};
+
+/// Largest batch accepted in one request.
+pub(crate) const MAX_BATCH: usize = 1000;
+/// Largest `data` object of one event, serialized.
+const MAX_DATA_BYTES: usize = 8 * 1024;
+/// Columns per event row, for building multi-row inserts.
+const COLUMNS: usize = 6;
+
+/// Edge ingest keys (and admins) may send events.
+#[derive(Debug)]
+pub(crate) struct Ingesters;
+impl Grants for Ingesters {
+    const SCOPES: &'static [Scope] = &[Scope::IngestEvents];
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventBatch {
+    /// 1 to 1000 events.
+    events: Vec<Event>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Event {
+    /// Minted by the edge (`evt_…`); the idempotency key of the event.
+    id: String,
+    /// What happened, e.g. `link.click`, `flag.evaluation`.
+    kind: String,
+    /// When it happened at the edge.
+    #[schema(value_type = String, format = DateTime)]
+    at: Millis,
+    /// Kind-specific fields.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    data: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IngestResult {
+    /// Events stored by this request.
+    accepted: usize,
+    /// Events whose id was already stored (a retried batch); not stored again.
+    duplicates: usize,
+}
+
+fn validate(batch: &EventBatch) -> Result<Vec<String>, ApiError> {
+    if batch.events.is_empty() || batch.events.len() > MAX_BATCH {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "events".into(),
+            message: format!("must hold 1 to {MAX_BATCH} events, not {}", batch.events.len()),
+        }]));
+    }
+    let mut errors = Vec::new();
+    let mut data = Vec::with_capacity(batch.events.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, event) in batch.events.iter().enumerate() {
+        let mut fail = |field: &str, message: String| {
+            errors.push(FieldError { field: format!("/events/{i}/{field}"), message });
+        };
+        if let Err(err) = verge_shared::ids::parse_id("evt", &event.id) {
+            fail("id", err.to_string());
+        } else if !seen.insert(event.id.as_str()) {
+            fail("id", "appears twice in this batch".into());
+        }
+        let kind_ok = (1..=64).contains(&event.kind.len())
+            && event.kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+        if !kind_ok {
+            fail("kind", "must be 1 to 64 of a-z, 0-9, `.` and `_`".into());
+        }
+        let json = serde_json::to_string(&event.data).expect("JSON values serialize");
+        if json.len() > MAX_DATA_BYTES {
+            fail("data", format!("is {} bytes; at most {MAX_DATA_BYTES}", json.len()));
+        }
+        data.push(json);
+    }
+    if errors.is_empty() { Ok(data) } else { Err(ApiError::validation(errors)) }
+}
+
+/// Ingest a batch of edge events; a retried batch is counted once.
+#[utoipa::path(
+    post, path = "/v1/events", tag = "events",
+    request_body = EventBatch,
+    security(("admin_key" = ["admin", "events:ingest"])),
+    responses(
+        (status = 200, description = "Stored (durably) or recognised as duplicates", body = IngestResult),
+        (status = 401, description = "Missing or invalid key", body = Problem),
+        (status = 403, description = "Key lacks the scope", body = Problem),
+        (status = 413, description = "Body over the size limit", body = Problem),
+        (status = 422, description = "Invalid batch; nothing was stored", body = Problem),
+    )
+)]
+pub(crate) async fn ingest(
+    State(state): State<AppState>,
+    Authorized(principal, _): Authorized<Ingesters>,
+    ApiJson(batch): ApiJson<EventBatch>,
+) -> Result<Json<IngestResult>, ApiError> {
+    let data = validate(&batch)?;
+    let received_at = now_millis().0;
+    let mut tx = state.db.pool().begin().await?;
+    let mut accepted = 0;
+    // Chunks keep each statement under SQLite's and PostgreSQL's bound-parameter limits.
+    for (events, data) in batch.events.chunks(500).zip(data.chunks(500)) {
+        let mut sql = String::from("INSERT INTO events (id, kind, at, received_at, source, data) VALUES ");
+        for i in 0..events.len() {
+            let n = i * COLUMNS;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6));
+        }
+        sql.push_str(" ON CONFLICT (id) DO NOTHING");
+        let mut query = sqlx::query(&sql);
+        for (event, json) in events.iter().zip(data) {
+            query = query
+                .bind(&event.id)
+                .bind(&event.kind)
+                .bind(event.at.0)
+                .bind(received_at)
+                .bind(&principal.key.id)
+                .bind(json);
+        }
+        accepted += query.execute(&mut *tx).await?.rows_affected() as usize;
+    }
+    tx.commit().await?;
+    Ok(Json(IngestResult { accepted, duplicates: batch.events.len() - accepted }))
+}
