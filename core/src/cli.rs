@@ -17,6 +17,8 @@ use crate::config::{Config, LogFormat};
 use crate::db::{Database, Dialect};
 use crate::keys::{self, Bootstrap, NewKey, Scope};
 use crate::pagination::{Cursor, PageParams};
+use crate::publish::snapshot::{BulkFiles, SPIN_RUNTIME_CONFIG, Target};
+use crate::publish::{self, LocalEdgeStore};
 use crate::server::{self, App};
 use crate::time::Millis;
 
@@ -49,6 +51,20 @@ enum Command {
     /// Create, list and revoke admin API keys (works directly on the database).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write a full snapshot of edge configuration for a target platform into a directory.
+    ///
+    /// local/spin: a kv.db in Spin's key-value schema (plus runtime-config.toml for spin).
+    /// cloudflare: kv-bulk.json then kv-manifest.json for `wrangler kv bulk put`, and
+    /// kv-delete.json for `wrangler kv bulk delete`. fastly: kv-entries.ndjson then
+    /// kv-manifest.ndjson for `fastly kv-store-entry create --file`. Upload the manifest
+    /// file last. Publishing an unchanged state into the same directory writes nothing.
+    Publish {
+        #[arg(long, value_enum)]
+        target: Target,
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +114,7 @@ pub fn run() -> ExitCode {
                         Command::Serve => serve(config).await,
                         Command::Migrate => migrate(config).await,
                         Command::Keys(command) => keys_command(config, command).await,
+                        Command::Publish { target, out } => publish_snapshot(config, target, out).await,
                     }
                 })
             },
@@ -254,6 +271,49 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
             let key = keys::revoke(&db, &id, &Actor::Cli).await?;
             println!("revoked {} ({})", key.id, key.name);
         }
+    }
+    Ok(())
+}
+
+async fn publish_snapshot(config: Config, target: Target, out: PathBuf) -> anyhow::Result<()> {
+    let db = Database::connect(&config).await?;
+    db.migrate().await?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} publishing: {pos} keys written").expect("valid template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    let progress = |n: usize| bar.inc(n as u64);
+    let sources = publish::sources();
+    let (report, wrote) = match target {
+        Target::Local | Target::Spin => {
+            let store = LocalEdgeStore::open(&out.join("kv.db")).await?;
+            let report = publish::publish_to(&db, &sources, &store, &progress).await?;
+            store.close().await;
+            if target == Target::Spin {
+                std::fs::write(out.join("runtime-config.toml"), SPIN_RUNTIME_CONFIG)?;
+            }
+            let wrote = report.keys_written + report.keys_removed > 0;
+            (report, wrote)
+        }
+        Target::Cloudflare | Target::Fastly => {
+            let files = BulkFiles::open(target, &out)?;
+            let report = publish::publish_to(&db, &sources, &files, &progress).await?;
+            (report, files.finish()?)
+        }
+    };
+    bar.finish_and_clear();
+    if wrote {
+        println!(
+            "published snapshot {} to {}: {} dataset(s) changed, {} key(s) written, {} removed",
+            report.snapshot,
+            out.display(),
+            report.written.len(),
+            report.keys_written,
+            report.keys_removed
+        );
+    } else {
+        println!("snapshot {} in {} is up to date: nothing written", report.snapshot, out.display());
     }
     Ok(())
 }

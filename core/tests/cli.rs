@@ -204,6 +204,44 @@ async fn migrate_prepares_an_empty_database() {
     assert!(verge_core::keys::none_exist(&db).await.unwrap(), "tables exist and are empty");
 }
 
+#[tokio::test]
+async fn publish_writes_each_platform_format_and_nothing_when_unchanged() {
+    let (config, dir) = fresh_config().await;
+    let out = dir.path().join("snapshot");
+    let publish = |target: &str, out: &Path| {
+        let output =
+            verge(&config, dir.path()).args(["publish", "--target", target, "--out"]).arg(out).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    let first = publish("cloudflare", &out.join("cf"));
+    assert!(first.contains("published snapshot 1"), "{first}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("cf/kv-manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest[0]["key"], "meta/manifest");
+    assert_eq!(manifest[0]["base64"], true);
+    let written = std::fs::metadata(out.join("cf/kv-manifest.json")).unwrap().modified().unwrap();
+    let second = publish("cloudflare", &out.join("cf"));
+    assert!(second.contains("up to date: nothing written"), "{second}");
+    assert_eq!(std::fs::metadata(out.join("cf/kv-manifest.json")).unwrap().modified().unwrap(), written);
+
+    let fastly = publish("fastly", &out.join("fastly"));
+    assert!(fastly.contains("published"), "{fastly}");
+    let line = std::fs::read_to_string(out.join("fastly/kv-manifest.ndjson")).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(entry["key"], "meta/manifest");
+
+    publish("spin", &out.join("spin"));
+    assert!(std::fs::read_to_string(out.join("spin/runtime-config.toml")).unwrap().contains("type = \"spin\""));
+    let store = verge_core::publish::LocalEdgeStore::open(&out.join("spin/kv.db")).await.unwrap();
+    use verge_core::publish::EdgeStore;
+    let bytes = store.get(verge_shared::kv::MANIFEST_KEY).await.unwrap().expect("manifest in kv.db");
+    assert_eq!(verge_shared::kv::Manifest::decode(&bytes).unwrap().snapshot, 1);
+    store.close().await;
+    assert!(publish("local", &out.join("spin")).contains("nothing written"));
+}
+
 #[test]
 fn every_command_explains_itself() {
     for args in [

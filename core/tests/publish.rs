@@ -214,3 +214,30 @@ async fn a_woken_publisher_reaches_the_edge_store_within_a_second() {
     stop.send(()).unwrap();
     running.await.unwrap();
 }
+
+#[tokio::test]
+async fn bulk_files_carry_the_state_between_runs_and_list_deletions() {
+    use verge_core::publish::snapshot::{BulkFiles, Target};
+    let (app, fixture, _store, dir) = setup().await;
+    let db = &app.app.state.db;
+    let sources: Vec<Arc<dyn DatasetSource>> = vec![fixture.clone()];
+    let out = dir.path().join("cf");
+    for (round, value) in ["a", "b", "c"].iter().enumerate() {
+        fixture.set(&[("flags/prod", &[("0", value)])]);
+        let files = BulkFiles::open(Target::Cloudflare, &out).unwrap();
+        let report = publish::publish_to(db, &sources, &files, &|_| {}).await.unwrap();
+        assert_eq!(report.snapshot, round as u64 + 1, "each run continues from the files");
+        assert!(files.finish().unwrap());
+    }
+    let deleted: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("kv-delete.json")).unwrap()).unwrap();
+    assert_eq!(deleted, ["flags/prod/v1/0"]);
+    let bulk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("kv-bulk.json")).unwrap()).unwrap();
+    let keys: Vec<&str> = bulk.as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["flags/prod/v2/0", "flags/prod/v3/0"], "the manifest is not in the data file");
+
+    let files = BulkFiles::open(Target::Cloudflare, &out).unwrap();
+    publish::publish_to(db, &sources, &files, &|_| {}).await.unwrap();
+    assert!(!files.finish().unwrap(), "unchanged: nothing rewritten");
+}

@@ -7,6 +7,7 @@
 //! `verge_shared::kv`). Outbox rows are deleted only after the manifest is written, so a
 //! publish that dies midway is simply done again: publishing is idempotent and resumable.
 
+pub mod snapshot;
 pub mod store;
 
 use std::sync::Arc;
