@@ -1,8 +1,13 @@
 //! The Verge edge application: one router and its handlers, shared by every CDN platform.
 //!
-//! Handlers are written against a small host trait (KV get, time, client address, events
-//! sent after the response) so that Spin, Cloudflare Workers and Fastly Compute each only
-//! implement that trait in a thin entry crate under `deploy/`. Decisions themselves come
-//! from `verge-shared`, so the edge and the core agree.
+//! Handlers are written against a small [`Host`] trait (KV get, time, client address,
+//! events sent after the response) so that Spin, Cloudflare Workers and Fastly Compute
+//! each only implement that trait in a thin entry crate under `deploy/`. Decisions
+//! themselves come from `verge-shared`, so the edge and the core agree.
 
+pub mod host;
 pub mod problem;
+mod router;
+
+pub use host::{Client, Host, HostError};
+pub use router::{Body, handle};

@@ -1,0 +1,149 @@
+//! The one router every platform runs: `(method, path)` to a handler.
+//!
+//! Paths under `/__verge/` belong to Verge itself; capability routes are added here as
+//! capabilities arrive. Anything unmatched is a problem+json 404 (405 with `Allow` when
+//! the path exists under another method).
+
+use http::{Method, Request, Response, StatusCode, header};
+use verge_shared::kv::{MANIFEST_KEY, Manifest};
+
+use crate::host::Host;
+use crate::problem;
+
+pub type Body = Vec<u8>;
+
+/// Answers one request.
+pub async fn handle<H: Host>(host: &H, request: Request<Body>) -> Response<Body> {
+    let path = request.uri().path();
+    match path {
+        "/__verge/health" => match *request.method() {
+            Method::GET | Method::HEAD => health(host).await,
+            _ => method_not_allowed("GET, HEAD"),
+        },
+        _ => problem_response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path"),
+    }
+}
+
+/// What the edge sees in KV: the live snapshot and the version of each dataset.
+async fn health<H: Host>(host: &H) -> Response<Body> {
+    let manifest = match host.kv_get(MANIFEST_KEY).await {
+        Ok(Some(bytes)) => match Manifest::decode(&bytes) {
+            Ok(manifest) => Some(manifest),
+            Err(err) => return problem_response(StatusCode::SERVICE_UNAVAILABLE, "bad_manifest", &err.to_string()),
+        },
+        Ok(None) => None,
+        Err(err) => return problem_response(StatusCode::SERVICE_UNAVAILABLE, "kv_unavailable", &err.to_string()),
+    };
+    let mut body = String::from("{\"status\":\"ok\",\"snapshot\":");
+    match &manifest {
+        Some(m) => body.push_str(&m.snapshot.to_string()),
+        None => body.push_str("null"),
+    }
+    body.push_str(",\"datasets\":{");
+    for (i, dataset) in manifest.iter().flat_map(|m| &m.datasets).enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        // Dataset names are ours: lowercase letters, digits, `/`, `-`, `_`; no escaping needed.
+        body.push_str(&format!("\"{}\":{}", dataset.name, dataset.version));
+    }
+    body.push_str("}}");
+    let mut response = Response::new(body.into_bytes());
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response =
+        problem_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not accept this method");
+    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
+}
+
+pub(crate) fn problem_response(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let mut response = Response::new(problem::render(status.as_u16(), code, title, detail).into_bytes());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(problem::CONTENT_TYPE));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::host::{Client, HostError};
+
+    #[derive(Default)]
+    struct FakeHost {
+        kv: HashMap<String, Vec<u8>>,
+        sent: RefCell<Vec<Vec<u8>>>,
+    }
+
+    impl Host for FakeHost {
+        async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+            Ok(self.kv.get(key).cloned())
+        }
+        fn now_millis(&self) -> u64 {
+            1_800_000_000_000
+        }
+        fn client(&self) -> Client {
+            Client::default()
+        }
+        fn send_after_response(&self, batch: Vec<u8>) {
+            self.sent.borrow_mut().push(batch);
+        }
+    }
+
+    fn get(host: &FakeHost, method: Method, path: &str) -> Response<Body> {
+        let request = Request::builder().method(method).uri(path).body(Vec::new()).unwrap();
+        futures_executor::block_on(handle(host, request))
+    }
+
+    fn text(response: &Response<Body>) -> &str {
+        std::str::from_utf8(response.body()).unwrap()
+    }
+
+    #[test]
+    fn health_shows_the_live_snapshot_and_dataset_versions() {
+        let mut manifest = Manifest { snapshot: 42, datasets: Vec::new() };
+        manifest.set("flags/prod", 7, "aa");
+        manifest.set("rl/policies", 2, "bb");
+        let host =
+            FakeHost { kv: HashMap::from([(MANIFEST_KEY.to_owned(), manifest.encode())]), ..FakeHost::default() };
+        let response = get(&host, Method::GET, "/__verge/health");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(text(&response), r#"{"status":"ok","snapshot":42,"datasets":{"flags/prod":7,"rl/policies":2}}"#);
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        assert!(host.sent.borrow().is_empty(), "health sends no events");
+    }
+
+    #[test]
+    fn health_before_any_publish_says_so() {
+        let response = get(&FakeHost::default(), Method::GET, "/__verge/health");
+        assert_eq!(text(&response), r#"{"status":"ok","snapshot":null,"datasets":{}}"#);
+    }
+
+    #[test]
+    fn an_unreadable_manifest_is_a_503_problem() {
+        let host = FakeHost { kv: HashMap::from([(MANIFEST_KEY.to_owned(), vec![99])]), ..FakeHost::default() };
+        let response = get(&host, Method::GET, "/__verge/health");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(text(&response).contains("\"code\":\"bad_manifest\""));
+    }
+
+    #[test]
+    fn unknown_routes_and_methods_are_problems() {
+        let host = FakeHost::default();
+        let missing = get(&host, Method::GET, "/nope");
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(missing.headers()[header::CONTENT_TYPE], problem::CONTENT_TYPE);
+        assert!(text(&missing).contains("\"code\":\"route_not_found\""));
+        let wrong = get(&host, Method::POST, "/__verge/health");
+        assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(wrong.headers()[header::ALLOW], "GET, HEAD");
+    }
+}
