@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -49,7 +50,7 @@ pub struct BulkFiles {
     dir: PathBuf,
     entries: Mutex<BTreeMap<String, Vec<u8>>>,
     deleted: Mutex<Vec<String>>,
-    changed: Mutex<bool>,
+    changed: AtomicBool,
 }
 
 impl BulkFiles {
@@ -68,7 +69,7 @@ impl BulkFiles {
             dir: dir.to_owned(),
             entries: Mutex::new(BTreeMap::new()),
             deleted: Mutex::new(Vec::new()),
-            changed: Mutex::new(false),
+            changed: AtomicBool::new(false),
         };
         let mut entries = BTreeMap::new();
         for path in [files.data_file(), files.manifest_file()] {
@@ -94,7 +95,7 @@ impl BulkFiles {
 
     /// Writes the files if anything changed; returns whether it wrote.
     pub fn finish(&self) -> Result<bool, StoreError> {
-        if !*self.changed.lock().expect("not poisoned") {
+        if !self.changed.load(Ordering::Relaxed) {
             return Ok(false);
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| self.fail(e.to_string()))?;
@@ -141,7 +142,7 @@ impl EdgeStore for BulkFiles {
         for (key, value) in entries {
             if map.get(key) != Some(value) {
                 map.insert(key.clone(), value.clone());
-                *self.changed.lock().expect("not poisoned") = true;
+                self.changed.store(true, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -152,7 +153,7 @@ impl EdgeStore for BulkFiles {
         for key in keys {
             if map.remove(key).is_some() {
                 self.deleted.lock().expect("not poisoned").push(key.clone());
-                *self.changed.lock().expect("not poisoned") = true;
+                self.changed.store(true, Ordering::Relaxed);
             }
         }
         Ok(())
