@@ -95,7 +95,7 @@ impl Config {
         }
         let config: Config = figment
             .merge(Env::raw().only(&["DATABASE_URL", "REDIS_URL"]))
-            .merge(Env::prefixed("VERGE_").ignore(&["CONFIG", "TEST_BACKEND"]))
+            .merge(Env::prefixed("VERGE_"))
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;

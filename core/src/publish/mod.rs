@@ -250,7 +250,7 @@ impl Publisher {
                 Ok(Some(reports)) => {
                     force = false;
                     for (store, report) in self.stores.iter().zip(reports) {
-                        if !report.written.is_empty() || report.keys_written > 0 {
+                        if report.keys_written + report.keys_removed > 0 {
                             tracing::info!(store = %store.describe(), snapshot = report.snapshot, datasets = ?report.written, "published");
                         }
                     }
