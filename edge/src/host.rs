@@ -32,6 +32,8 @@ pub trait Host {
     /// Milliseconds since the Unix epoch.
     fn now_millis(&self) -> u64;
     fn client(&self) -> Client;
+    /// Fills `buf` from the platform's cryptographically secure random source.
+    fn fill_random(&self, buf: &mut [u8]);
     /// Hands a batch of events (JSON) to the platform to send to the core after the
     /// response is written (`wait_until`, `send_async`); never awaited on the hot path.
     fn send_after_response(&self, batch: Vec<u8>);

@@ -5,9 +5,14 @@
 //! each only implement that trait in a thin entry crate under `deploy/`. Decisions
 //! themselves come from `verge-shared`, so the edge and the core agree.
 
+pub mod events;
 pub mod host;
+mod json;
 pub mod problem;
 mod router;
+#[cfg(all(target_os = "wasi", target_env = "p2"))]
+mod spin;
 
+pub use events::Events;
 pub use host::{Client, Host, HostError};
 pub use router::{Body, handle};

@@ -15,26 +15,10 @@ pub fn render(status: u16, code: &str, title: &str, detail: &str) -> String {
         out.push_str(",\"");
         out.push_str(name);
         out.push_str("\":");
-        push_json_string(&mut out, value);
+        crate::json::push_string(&mut out, value);
     }
     out.push('}');
     out
-}
-
-fn push_json_string(out: &mut String, value: &str) {
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -7,20 +7,35 @@
 use http::{Method, Request, Response, StatusCode, header};
 use verge_shared::kv::{MANIFEST_KEY, Manifest};
 
+use crate::events::Events;
 use crate::host::Host;
 use crate::problem;
 
 pub type Body = Vec<u8>;
 
-/// Answers one request.
+/// Answers one request, then hands the events it produced to the platform as one batch.
 pub async fn handle<H: Host>(host: &H, request: Request<Body>) -> Response<Body> {
+    let mut events = Events::default();
+    let response = route(host, &request, &mut events).await;
+    if let Some(batch) = events.into_batch() {
+        host.send_after_response(batch);
+    }
+    response
+}
+
+async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) -> Response<Body> {
     let path = request.uri().path();
     match path {
         "/__verge/health" => match *request.method() {
             Method::GET | Method::HEAD => health(host).await,
             _ => method_not_allowed("GET, HEAD"),
         },
-        _ => problem_response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path"),
+        _ => {
+            // Unmatched paths are reported: probes and broken links show up in the core.
+            let host_header = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+            events.push(host, "edge.not_found", &[("method", request.method().as_str()), ("host", host_header), ("path", path)]);
+            problem_response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path")
+        }
     }
 }
 
@@ -93,6 +108,9 @@ mod tests {
         fn client(&self) -> Client {
             Client::default()
         }
+        fn fill_random(&self, buf: &mut [u8]) {
+            buf.fill(7);
+        }
         fn send_after_response(&self, batch: Vec<u8>) {
             self.sent.borrow_mut().push(batch);
         }
@@ -145,5 +163,28 @@ mod tests {
         let wrong = get(&host, Method::POST, "/__verge/health");
         assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(wrong.headers()[header::ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn an_unmatched_path_is_reported_in_one_batch_after_the_response() {
+        let host = FakeHost::default();
+        let request = Request::builder()
+            .uri("/wp-login.php?x=1")
+            .header(header::HOST, "go.example")
+            .body(Vec::new())
+            .unwrap();
+        let response = futures_executor::block_on(handle(&host, request));
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let sent = host.sent.borrow();
+        assert_eq!(sent.len(), 1, "one batch per request");
+        let batch: serde_json::Value = serde_json::from_slice(&sent[0]).unwrap();
+        let events = batch["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1);
+        let event = &events[0];
+        assert_eq!(event["kind"], "edge.not_found");
+        assert_eq!(event["at"], "2027-01-15T08:00:00.000Z");
+        assert_eq!(event["data"], serde_json::json!({"method": "GET", "host": "go.example", "path": "/wp-login.php"}));
+        let id = event["id"].as_str().unwrap();
+        assert_eq!(verge_shared::ids::parse_id("evt", id).unwrap(), 1_800_000_000_000);
     }
 }

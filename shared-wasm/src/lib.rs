@@ -7,3 +7,4 @@
 pub mod gcra;
 pub mod ids;
 pub mod kv;
+pub mod time;

@@ -1,0 +1,117 @@
+//! The Spin entry: the edge application as a `wasm32-wasip2` component for Spin (and for
+//! Verge's local wasmtime host, which runs the very same component).
+//!
+//! Only the [`Host`] glue lives here. KV is Spin's `default` key-value store; the client
+//! address comes from the `spin-client-addr` header the runtime sets; events go to the
+//! core's ingest endpoint named by the `core_url` and `ingest_key` variables, in a task
+//! that keeps running after the response is returned (WASIp3 lets an export continue after
+//! it has produced its value).
+
+use std::cell::OnceCell;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use spin_sdk::http::body::IncomingBodyExt;
+use spin_sdk::http::Request;
+use spin_sdk::http_service;
+use spin_sdk::key_value::Store;
+
+use crate::host::{Client, Host, HostError};
+
+/// Largest request body the edge reads; edge routes take small JSON bodies at most.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+struct SpinHost {
+    store: OnceCell<Store>,
+    client: Client,
+}
+
+impl Host for SpinHost {
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        if self.store.get().is_none() {
+            let store = Store::open_default().await.map_err(|err| HostError(format!("open KV store: {err:?}")))?;
+            let _ = self.store.set(store);
+        }
+        let store = self.store.get().expect("opened above");
+        store.get(key).await.map_err(|err| HostError(format!("KV get `{key}`: {err:?}")))
+    }
+
+    fn now_millis(&self) -> u64 {
+        let now = spin_sdk::wasip3::clocks::system_clock::now();
+        (now.seconds as u64).saturating_mul(1000) + u64::from(now.nanoseconds / 1_000_000)
+    }
+
+    fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) {
+        let bytes = spin_sdk::wasip3::random::random::get_random_bytes(buf.len() as u64);
+        buf.copy_from_slice(&bytes[..buf.len()]);
+    }
+
+    #[allow(clippy::print_stderr, reason = "stderr is the platform's log")]
+    fn send_after_response(&self, batch: Vec<u8>) {
+        spin_sdk::wasip3::spawn(async move {
+            if let Err(err) = send_events(batch).await {
+                // The batch is lost: events are telemetry the edge never acknowledged.
+                eprintln!("verge edge: events not delivered: {err}");
+            }
+        });
+    }
+}
+
+async fn send_events(batch: Vec<u8>) -> Result<(), String> {
+    let core_url = spin_sdk::variables::get("core_url").await.map_err(|err| format!("variable core_url: {err:?}"))?;
+    let key = spin_sdk::variables::get("ingest_key").await.map_err(|err| format!("variable ingest_key: {err:?}"))?;
+    if core_url.is_empty() || key.is_empty() {
+        return Ok(()); // Not configured: this edge does not report.
+    }
+    let request = spin_sdk::http::Request::post(format!("{}/v1/events", core_url.trim_end_matches('/')))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::from(batch)))
+        .map_err(|err| err.to_string())?;
+    let response = spin_sdk::http::send(request).await.map_err(|err| format!("{err:?}"))?;
+    if response.status().is_success() { Ok(()) } else { Err(format!("core answered {}", response.status())) }
+}
+
+#[http_service]
+async fn serve(request: Request) -> http::Response<Full<Bytes>> {
+    let client = Client {
+        ip: request
+            .headers()
+            .get("spin-client-addr")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|addr| addr.parse::<SocketAddr>().ok())
+            .map(|addr| addr.ip()),
+        country: None,
+    };
+    let (parts, body) = request.into_parts();
+    let body = match body.bytes().await {
+        Ok(bytes) if bytes.len() <= MAX_BODY_BYTES => bytes.to_vec(),
+        Ok(_) => return into_spin(too_large()),
+        Err(_) => return into_spin(crate::router::problem_response(
+            http::StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            "the request body could not be read",
+        )),
+    };
+    let host = SpinHost { store: OnceCell::new(), client };
+    let response = crate::handle(&host, http::Request::from_parts(parts, body)).await;
+    into_spin(response)
+}
+
+fn too_large() -> http::Response<Vec<u8>> {
+    crate::router::problem_response(
+        http::StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("request bodies at the edge are limited to {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+fn into_spin(response: http::Response<Vec<u8>>) -> http::Response<Full<Bytes>> {
+    response.map(|body| Full::new(Bytes::from(body)))
+}
+
