@@ -1,4 +1,4 @@
-//! The `verge` command line: `dev`, `serve`, `migrate` and `keys`.
+//! The `verge` command line: `dev`, `serve`, `migrate`, `keys`, `publish` and `edge`.
 //!
 //! Commands are thin: they load the [`Config`], call into the library, and print. Key
 //! management talks to the database directly, so it works before any server runs.
@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 use crate::audit::Actor;
 use crate::config::{Config, LogFormat};
 use crate::db::{Database, Dialect};
+use crate::edge;
 use crate::keys::{self, Bootstrap, NewKey, Scope};
 use crate::pagination::{Cursor, PageParams};
 use crate::publish::snapshot::{BulkFiles, SPIN_RUNTIME_CONFIG, Target};
@@ -65,6 +66,29 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Run the edge on this machine.
+    #[command(subcommand)]
+    Edge(EdgeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EdgeCommand {
+    /// Run the local edge host alone over an edge store: a self-hosted PoP.
+    ///
+    /// The store is a directory holding kv.db (as `verge publish --target local` writes
+    /// it) or the file itself. To report events, pass --core-url and set
+    /// VERGE_EDGE_INGEST_KEY to a key with the events:ingest scope.
+    Serve {
+        /// The edge store directory (or kv.db file).
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// The core the edge reports events to, e.g. https://verge.example.com.
+        #[arg(long, value_name = "URL")]
+        core_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +99,12 @@ struct DevArgs {
     /// Port for the core API on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// Port for the local edge on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8081)]
+    edge_port: u16,
+    /// Run the core only, without the local edge host.
+    #[arg(long)]
+    no_edge: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +145,9 @@ pub fn run() -> ExitCode {
                         Command::Migrate => migrate(config).await,
                         Command::Keys(command) => keys_command(config, command).await,
                         Command::Publish { target, out } => publish_snapshot(config, target, out).await,
+                        Command::Edge(EdgeCommand::Serve { store, listen, core_url }) => {
+                            edge_serve(store, listen, core_url).await
+                        }
                     }
                 })
             },
@@ -130,7 +163,7 @@ pub fn run() -> ExitCode {
 
 fn init_logging(config: &Config, command: &Command) {
     let default = match command {
-        Command::Dev(_) | Command::Serve => "info,sqlx=warn",
+        Command::Dev(_) | Command::Serve | Command::Edge(_) => "info,sqlx=warn",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -191,11 +224,67 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         Bootstrap::FromConfig => println!("  admin key    the one in VERGE_ADMIN_KEY"),
         Bootstrap::Existing => println!("  admin key    keys already exist; `verge keys create` makes another"),
     }
+    let edge_host = match (&config.edge_store, args.no_edge) {
+        (Some(store), false) => {
+            let artifacts = edge::artifacts().await?;
+            let edge_dir = store.parent().unwrap_or(&config.data_dir).to_owned();
+            let ingest_key = edge::dev_ingest_key(&app.state.db, &edge_dir).await?;
+            // The store file must exist before the host opens it; the publisher fills it.
+            LocalEdgeStore::open(store).await?.close().await;
+            let host = edge::EdgeHost::start(edge::HostOptions {
+                artifacts: &artifacts,
+                store,
+                listen: SocketAddr::from(([127, 0, 0, 1], args.edge_port)),
+                core_url: Some(&url),
+                ingest_key: Some(&ingest_key),
+            })
+            .await?;
+            println!("  edge         {}/__verge/health  (component {})", host.url, artifacts.component.display());
+            Some(host)
+        }
+        _ => None,
+    };
     if let Some(store) = &config.edge_store {
         println!("  edge store   {} (the core publishes edge configuration here)", store.display());
     }
     println!("Press Ctrl-C to stop.");
-    run_until_signal(app, listener, config.shutdown_grace()).await
+    let grace = config.shutdown_grace();
+    let served = run_until_signal(app, listener, grace).await;
+    if let Some(host) = edge_host {
+        host.stop(grace).await?;
+    }
+    served
+}
+
+async fn edge_serve(store: PathBuf, listen: SocketAddr, core_url: Option<String>) -> anyhow::Result<()> {
+    let artifacts = edge::artifacts().await?;
+    let store_file = if store.is_dir() { store.join("kv.db") } else { store.clone() };
+    if !store_file.exists() {
+        anyhow::bail!(
+            "no edge store at {}: publish one first (`verge publish --target local --out DIR`)",
+            store_file.display()
+        );
+    }
+    let ingest_key = std::env::var("VERGE_EDGE_INGEST_KEY").ok();
+    if core_url.is_some() != ingest_key.is_some() {
+        tracing::warn!("events are reported only with both --core-url and VERGE_EDGE_INGEST_KEY set");
+    }
+    let mut host = edge::EdgeHost::start(edge::HostOptions {
+        artifacts: &artifacts,
+        store: &store_file,
+        listen,
+        core_url: core_url.as_deref(),
+        ingest_key: ingest_key.as_deref(),
+    })
+    .await?;
+    println!("edge serving {}/__verge/health from {}", host.url, store_file.display());
+    tokio::select! {
+        status = host.exited() => anyhow::bail!("the edge host exited: {}", status?),
+        () = server::shutdown_signal() => {
+            host.stop(std::time::Duration::from_secs(5)).await?;
+            Ok(())
+        }
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

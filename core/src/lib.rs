@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
+mod edge;
 pub mod error;
 mod events;
 mod health;

@@ -32,10 +32,11 @@ fn verge(config: &Config, dir: &Path) -> Command {
     command
 }
 
-/// Starts `verge dev` and returns it with the lines it printed up to its prompt.
+/// Starts `verge dev` (core and edge on free ports) and returns it with the lines it
+/// printed up to its prompt.
 fn start_dev(mut command: Command) -> (Child, Vec<String>) {
     let mut child = command
-        .args(["dev", "--port", "0"])
+        .args(["dev", "--port", "0", "--edge-port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -50,7 +51,8 @@ fn start_dev(mut command: Command) -> (Child, Vec<String>) {
         }
     });
     let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: the first start in a fresh checkout may build the edge component and host.
+    let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = rx.recv_timeout(left) else {
@@ -116,21 +118,50 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
     assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
     assert_eq!(http_get(&core, "/v1/keys", Some(&key)).0, 200);
 
-    // The publisher has written the first snapshot into the local edge store.
-    let store_path = dir.path().join("verge-data/edge/kv.db");
+    // The local edge runs the component over the store the core publishes into, and shows
+    // the snapshot the core just published.
     assert!(lines.iter().any(|l| l.contains("edge store") && l.contains("kv.db")), "{lines:?}");
-    let store = verge_core::publish::LocalEdgeStore::open(&store_path).await.unwrap();
+    let edge = field(&lines, "edge").trim_end_matches("/__verge/health").to_owned();
     let deadline = Instant::now() + Duration::from_secs(5);
-    let manifest = loop {
-        use verge_core::publish::EdgeStore;
-        if let Some(bytes) = store.get(verge_shared::kv::MANIFEST_KEY).await.unwrap() {
-            break verge_shared::kv::Manifest::decode(&bytes).unwrap();
+    loop {
+        let (status, body) = http_get(&edge, "/__verge/health", None);
+        assert_eq!(status, 200, "{body}");
+        if body == r#"{"status":"ok","snapshot":1,"datasets":{}}"# {
+            break;
         }
-        assert!(Instant::now() < deadline, "no manifest published");
+        assert!(Instant::now() < deadline, "the edge never saw snapshot 1: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // An unmatched path is a problem+json 404 at the edge, reported back to the core as an
+    // event after the response, with the ingest key `verge dev` made for its edge.
+    let (status, body) = http_get(&edge, "/no/such/page?secret=1", None);
+    assert_eq!(status, 404);
+    assert!(body.contains("\"code\":\"route_not_found\""), "{body}");
+    let mut db_config = config.clone();
+    db_config.data_dir = dir.path().join("verge-data");
+    let db = verge_core::db::Database::connect(&db_config).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (kind, data, source) = loop {
+        let row: Option<(String, String, String)> =
+            sqlx::query_as("SELECT kind, data, source FROM events").fetch_optional(db.pool()).await.unwrap();
+        if let Some(row) = row {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "the edge's event never reached the core");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(manifest.snapshot, 1);
-    store.close().await;
+    assert_eq!(kind, "edge.not_found");
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["path"], "/no/such/page", "the query string is not reported");
+    assert_eq!(data["method"], "GET");
+    assert_eq!(data["host"], "127.0.0.1");
+    let ingest_key = std::fs::read_to_string(dir.path().join("verge-data/edge/ingest.key")).unwrap();
+    let (status, body) = http_get(&core, &format!("/v1/keys/{source}"), Some(&key));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"events:ingest\"") && !body.contains("\"admin\""), "{body}");
+    assert!(body.contains(&ingest_key[..12]), "the event came with the key in ingest.key: {body}");
+    db.close().await;
 
     let exit = terminate(&mut child);
     assert!(exit.success(), "exit status {exit}");
@@ -247,6 +278,7 @@ fn every_command_explains_itself() {
     for args in [
         &["--help"][..],
         &["dev", "--help"],
+        &["edge", "serve", "--help"],
         &["serve", "--help"],
         &["migrate", "--help"],
         &["keys", "create", "--help"],

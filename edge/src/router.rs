@@ -32,10 +32,23 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
         },
         _ => {
             // Unmatched paths are reported: probes and broken links show up in the core.
-            let host_header = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-            events.push(host, "edge.not_found", &[("method", request.method().as_str()), ("host", host_header), ("path", path)]);
+            let domain = request_host(request);
+            events.push(
+                host,
+                "edge.not_found",
+                &[("method", request.method().as_str()), ("host", domain), ("path", path)],
+            );
             problem_response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path")
         }
+    }
+}
+
+/// The host the client asked for: the URI's authority (platforms move `Host` there), else
+/// the `Host` header.
+fn request_host(request: &Request<Body>) -> &str {
+    match request.uri().authority() {
+        Some(authority) => authority.host(),
+        None => request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(""),
     }
 }
 
@@ -168,11 +181,8 @@ mod tests {
     #[test]
     fn an_unmatched_path_is_reported_in_one_batch_after_the_response() {
         let host = FakeHost::default();
-        let request = Request::builder()
-            .uri("/wp-login.php?x=1")
-            .header(header::HOST, "go.example")
-            .body(Vec::new())
-            .unwrap();
+        let request =
+            Request::builder().uri("/wp-login.php?x=1").header(header::HOST, "go.example").body(Vec::new()).unwrap();
         let response = futures_executor::block_on(handle(&host, request));
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         let sent = host.sent.borrow();

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::Request;
+use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http_service;
 use spin_sdk::key_value::Store;
 
@@ -92,11 +92,13 @@ async fn serve(request: Request) -> http::Response<Full<Bytes>> {
     let body = match body.bytes().await {
         Ok(bytes) if bytes.len() <= MAX_BODY_BYTES => bytes.to_vec(),
         Ok(_) => return into_spin(too_large()),
-        Err(_) => return into_spin(crate::router::problem_response(
-            http::StatusCode::BAD_REQUEST,
-            "unreadable_body",
-            "the request body could not be read",
-        )),
+        Err(_) => {
+            return into_spin(crate::router::problem_response(
+                http::StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                "the request body could not be read",
+            ));
+        }
     };
     let host = SpinHost { store: OnceCell::new(), client };
     let response = crate::handle(&host, http::Request::from_parts(parts, body)).await;
@@ -114,4 +116,3 @@ fn too_large() -> http::Response<Vec<u8>> {
 fn into_spin(response: http::Response<Vec<u8>>) -> http::Response<Full<Bytes>> {
     response.map(|body| Full::new(Bytes::from(body)))
 }
-

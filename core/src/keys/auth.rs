@@ -12,10 +12,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
-use sqlx::Row;
-use subtle::ConstantTimeEq;
 
-use super::{ApiKey, Scope, hash_token};
+use super::{ApiKey, Scope};
 use crate::audit::Actor;
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -104,20 +102,9 @@ pub(crate) async fn require_key_under_v1(
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let token = bearer_token(req.headers())?;
-    let hash = hash_token(token);
-    let row = sqlx::query("SELECT * FROM api_keys WHERE secret_hash = $1")
-        .bind(&hash)
-        .fetch_optional(state.db.pool())
-        .await?;
-    let invalid = || ApiError::unauthorized("the API key is not valid");
-    let row = row.ok_or_else(invalid)?;
-    let stored: String = row.try_get("secret_hash")?;
-    // The lookup already matched, but compare in constant time regardless, so that no
-    // code path depends on comparing a secret-derived value byte by byte.
-    if !bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
-        return Err(invalid());
-    }
-    let key = ApiKey::from_row(&row)?;
+    let key = super::find_by_token(&state.db, token)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
     let now = now_millis();
     if key.revoked_at.is_some() {
         return Err(ApiError::unauthorized("the API key has been revoked"));

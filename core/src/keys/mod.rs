@@ -15,6 +15,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 pub use self::auth::{AdminOnly, Authorized, Grants, Principal, Readers};
@@ -118,6 +119,27 @@ fn validate(new: &NewKey, now: Millis) -> Result<(), KeyError> {
         return Err(KeyError::Invalid("expires_at must be in the future".into()));
     }
     Ok(())
+}
+
+/// The key whose token this is, revoked and expired ones included.
+pub(crate) async fn find_by_token(db: &Database, token: &str) -> Result<Option<ApiKey>, sqlx::Error> {
+    let hash = hash_token(token);
+    let row =
+        sqlx::query("SELECT * FROM api_keys WHERE secret_hash = $1").bind(&hash).fetch_optional(db.pool()).await?;
+    let Some(row) = row else { return Ok(None) };
+    let stored: String = row.try_get("secret_hash")?;
+    // The lookup already matched, but compare in constant time regardless, so that no
+    // code path depends on comparing a secret-derived value byte by byte.
+    if !bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
+        return Ok(None);
+    }
+    Ok(Some(ApiKey::from_row(&row)?))
+}
+
+/// Whether `token` is an active key that holds `scope`.
+pub(crate) async fn active_with_scope(db: &Database, token: &str, scope: Scope) -> Result<bool, sqlx::Error> {
+    let key = find_by_token(db, token).await?;
+    Ok(key.is_some_and(|key| key.is_active(now_millis()) && key.scopes.contains(&scope)))
 }
 
 /// Creates a key with a fresh random token.

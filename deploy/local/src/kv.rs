@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use wasmtime::component::{Access, Accessor, HasData, Resource, ResourceTable, StreamReader, FutureReader};
+use wasmtime::component::{Access, Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader};
 
 wasmtime::component::bindgen!({
     inline: "

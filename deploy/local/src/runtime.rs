@@ -173,9 +173,10 @@ impl Runtime {
         tokio::spawn(async move {
             let run = store.run_concurrent(async move |accessor| {
                 let answer = async {
-                    let response = service.handle(accessor, request).await?.map_err(|code| {
-                        wasmtime::format_err!("guest answered with error code {code:?}")
-                    })?;
+                    let response = service
+                        .handle(accessor, request)
+                        .await?
+                        .map_err(|code| wasmtime::format_err!("guest answered with error code {code:?}"))?;
                     let response = accessor.with(|access| response.into_http(access, request_io))?;
                     let (parts, body) = response.into_parts();
                     let body = body.collect().await.map_err(|err| wasmtime::format_err!("response body: {err:?}"))?;

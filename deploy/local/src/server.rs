@@ -76,4 +76,3 @@ pub(crate) fn problem(status: http::StatusCode, code: &str, detail: &str) -> Res
         .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/problem+json"));
     response
 }
-

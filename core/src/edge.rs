@@ -1,0 +1,236 @@
+//! Running the local edge next to the core: `verge dev` and `verge edge serve`.
+//!
+//! The edge is a separate program, `verge-edge-host` (deploy/local), running the Spin
+//! component `verge_edge.wasm`. It is a child process rather than a library so that the
+//! core never links wasmtime (a heavy build) and a misbehaving guest cannot take the core
+//! down. Inside a source checkout both artifacts are built with cargo when missing or
+//! older than their sources, and we say so; elsewhere `VERGE_EDGE_COMPONENT` and
+//! `VERGE_EDGE_HOST` name prebuilt ones.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::audit::Actor;
+use crate::db::Database;
+use crate::keys::{self, NewKey, Scope};
+
+/// The wasm component and the host binary that runs it.
+#[derive(Debug, Clone)]
+pub(crate) struct EdgeArtifacts {
+    pub(crate) component: PathBuf,
+    pub(crate) host: PathBuf,
+}
+
+/// The workspace this binary was built from, if it is still there.
+fn workspace_root() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_owned();
+    root.join("deploy/local/Cargo.toml").is_file().then_some(root)
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// Finds the artifacts, building them in a checkout when missing or stale.
+pub(crate) async fn artifacts() -> anyhow::Result<EdgeArtifacts> {
+    let from_env = (std::env::var_os("VERGE_EDGE_COMPONENT"), std::env::var_os("VERGE_EDGE_HOST"));
+    if let (Some(component), Some(host)) = from_env {
+        return Ok(EdgeArtifacts { component: component.into(), host: host.into() });
+    }
+    let Some(root) = workspace_root() else {
+        bail!(
+            "no edge component: this `verge` was not run from a source checkout; set VERGE_EDGE_COMPONENT \
+             (verge_edge.wasm) and VERGE_EDGE_HOST (verge-edge-host), or pass --no-edge"
+        );
+    };
+    let target = target_dir(&root);
+    // The host is built in the profile this binary was built in: a debug `verge` in tests,
+    // release for `cargo run --release`.
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let artifacts = EdgeArtifacts {
+        component: target.join("wasm32-wasip2/wasm-release/verge_edge.wasm"),
+        host: target.join(profile).join("verge-edge-host"),
+    };
+    let component_inputs = [root.join("edge"), root.join("shared-wasm"), root.join("Cargo.lock")];
+    build_if_stale(
+        &root,
+        "edge component",
+        &artifacts.component,
+        &component_inputs,
+        &["build", "-p", "verge-edge", "--target", "wasm32-wasip2", "--profile", "wasm-release"],
+    )
+    .await?;
+    let mut host_args = vec!["build", "-p", "verge-local"];
+    if profile == "release" {
+        host_args.push("--release");
+    }
+    build_if_stale(
+        &root,
+        "edge host",
+        &artifacts.host,
+        &[root.join("deploy/local"), root.join("Cargo.lock")],
+        &host_args,
+    )
+    .await?;
+    Ok(artifacts)
+}
+
+async fn build_if_stale(
+    root: &Path,
+    what: &str,
+    artifact: &Path,
+    inputs: &[PathBuf],
+    args: &[&str],
+) -> anyhow::Result<()> {
+    let built = std::fs::metadata(artifact).and_then(|m| m.modified()).ok();
+    let newest = inputs.iter().filter_map(|input| newest_source(input)).max_by_key(|(time, _)| *time);
+    let reason = match (built, newest) {
+        (None, _) => format!("{what} missing ({})", artifact.display()),
+        (Some(built), Some((changed, path))) if changed > built => {
+            format!("{what} older than {}", path.strip_prefix(root).unwrap_or(&path).display())
+        }
+        _ => return Ok(()),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    println!("{reason}: building it (cargo {})…", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .status()
+        .await
+        .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
+    if !status.success() {
+        bail!("building the {what} failed ({status}); see cargo's output above");
+    }
+    // Cargo leaves an up-to-date artifact untouched (say, after a Cargo.lock change that did
+    // not affect it); mark it checked so the next start does not rebuild for nothing.
+    std::fs::File::options()
+        .append(true)
+        .open(artifact)
+        .and_then(|file| file.set_modified(SystemTime::now()))
+        .with_context(|| format!("{what} not found at {} after building", artifact.display()))?;
+    Ok(())
+}
+
+/// The most recently modified file under `path` (a file or a directory), skipping `target`.
+fn newest_source(path: &Path) -> Option<(SystemTime, PathBuf)> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return Some((meta.modified().ok()?, path.to_owned()));
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name() != "target")
+        .filter_map(|entry| newest_source(&entry.path()))
+        .max_by_key(|(time, _)| *time)
+}
+
+/// The ingest key the local edge reports with, kept in `<edge dir>/ingest.key` (mode 0600)
+/// so restarts reuse it; replaced when the file is missing or its key no longer works.
+pub(crate) async fn dev_ingest_key(db: &Database, edge_dir: &Path) -> anyhow::Result<String> {
+    let file = edge_dir.join("ingest.key");
+    if let Ok(token) = std::fs::read_to_string(&file) {
+        let token = token.trim();
+        if keys::active_with_scope(db, token, Scope::IngestEvents).await? {
+            return Ok(token.to_owned());
+        }
+    }
+    let created = keys::create(
+        db,
+        NewKey { name: "local edge (verge dev)".into(), scopes: vec![Scope::IngestEvents], expires_at: None },
+        &Actor::Cli,
+    )
+    .await?;
+    std::fs::create_dir_all(edge_dir)?;
+    write_secret(&file, &created.token).with_context(|| format!("writing {}", file.display()))?;
+    Ok(created.token)
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(secret.as_bytes())
+}
+
+/// How to run the host.
+#[derive(Debug)]
+pub(crate) struct HostOptions<'a> {
+    pub(crate) artifacts: &'a EdgeArtifacts,
+    pub(crate) store: &'a Path,
+    pub(crate) listen: std::net::SocketAddr,
+    pub(crate) core_url: Option<&'a str>,
+    /// Passed through the environment, never the command line.
+    pub(crate) ingest_key: Option<&'a str>,
+}
+
+/// A running edge host.
+#[derive(Debug)]
+pub(crate) struct EdgeHost {
+    child: Child,
+    pub(crate) url: String,
+}
+
+impl EdgeHost {
+    /// Starts the host and waits until it listens.
+    pub(crate) async fn start(options: HostOptions<'_>) -> anyhow::Result<EdgeHost> {
+        let mut command = Command::new(&options.artifacts.host);
+        command
+            .arg("--component")
+            .arg(&options.artifacts.component)
+            .arg("--store")
+            .arg(options.store)
+            .arg("--listen")
+            .arg(options.listen.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(url) = options.core_url {
+            command.arg("--core-url").arg(url);
+        }
+        match options.ingest_key {
+            Some(key) => command.env("VERGE_EDGE_INGEST_KEY", key),
+            None => command.env_remove("VERGE_EDGE_INGEST_KEY"),
+        };
+        let mut child = command.spawn().with_context(|| format!("starting {}", options.artifacts.host.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        // Compiling the component takes a few seconds in a debug build.
+        let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await;
+        let url = match first {
+            Ok(Ok(Some(line))) => line.rsplit(' ').next().unwrap_or_default().to_owned(),
+            Ok(_) => bail!("the edge host exited before listening ({})", child.wait().await?),
+            Err(_) => bail!("the edge host did not start listening within 120 s"),
+        };
+        // Keep draining stdout so the host never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(EdgeHost { child, url })
+    }
+
+    /// Asks the host to stop (SIGTERM), then waits; kills it after `grace`.
+    pub(crate) async fn stop(mut self, grace: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        match tokio::time::timeout(grace + Duration::from_secs(1), self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                self.child.kill().await?;
+                Ok(self.child.wait().await?)
+            }
+        }
+    }
+
+    /// Resolves when the host exits on its own.
+    pub(crate) async fn exited(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
+    }
+}
