@@ -6,6 +6,15 @@
 /// The media type of every error body the edge returns.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// A complete problem+json response.
+pub fn response(status: http::StatusCode, code: &str, detail: &str) -> http::Response<Vec<u8>> {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let mut response = http::Response::new(render(status.as_u16(), code, title, detail).into_bytes());
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(CONTENT_TYPE));
+    response
+}
+
 /// Renders a problem document with a stable machine-readable `code`.
 pub fn render(status: u16, code: &str, title: &str, detail: &str) -> String {
     let mut out = String::with_capacity(64 + code.len() + title.len() + detail.len());

@@ -38,7 +38,7 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
                 "edge.not_found",
                 &[("method", request.method().as_str()), ("host", domain), ("path", path)],
             );
-            problem_response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path")
+            problem::response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path")
         }
     }
 }
@@ -57,10 +57,10 @@ async fn health<H: Host>(host: &H) -> Response<Body> {
     let manifest = match host.kv_get(MANIFEST_KEY).await {
         Ok(Some(bytes)) => match Manifest::decode(&bytes) {
             Ok(manifest) => Some(manifest),
-            Err(err) => return problem_response(StatusCode::SERVICE_UNAVAILABLE, "bad_manifest", &err.to_string()),
+            Err(err) => return problem::response(StatusCode::SERVICE_UNAVAILABLE, "bad_manifest", &err.to_string()),
         },
         Ok(None) => None,
-        Err(err) => return problem_response(StatusCode::SERVICE_UNAVAILABLE, "kv_unavailable", &err.to_string()),
+        Err(err) => return problem::response(StatusCode::SERVICE_UNAVAILABLE, "kv_unavailable", &err.to_string()),
     };
     let mut body = String::from("{\"status\":\"ok\",\"snapshot\":");
     match &manifest {
@@ -84,16 +84,8 @@ async fn health<H: Host>(host: &H) -> Response<Body> {
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut response =
-        problem_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not accept this method");
+        problem::response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not accept this method");
     response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
-    response
-}
-
-pub(crate) fn problem_response(status: StatusCode, code: &str, detail: &str) -> Response<Body> {
-    let title = status.canonical_reason().unwrap_or("Error");
-    let mut response = Response::new(problem::render(status.as_u16(), code, title, detail).into_bytes());
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(problem::CONTENT_TYPE));
     response
 }
 

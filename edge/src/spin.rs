@@ -93,7 +93,7 @@ async fn serve(request: Request) -> http::Response<Full<Bytes>> {
         Ok(bytes) if bytes.len() <= MAX_BODY_BYTES => bytes.to_vec(),
         Ok(_) => return into_spin(too_large()),
         Err(_) => {
-            return into_spin(crate::router::problem_response(
+            return into_spin(crate::problem::response(
                 http::StatusCode::BAD_REQUEST,
                 "unreadable_body",
                 "the request body could not be read",
@@ -106,7 +106,7 @@ async fn serve(request: Request) -> http::Response<Full<Bytes>> {
 }
 
 fn too_large() -> http::Response<Vec<u8>> {
-    crate::router::problem_response(
+    crate::problem::response(
         http::StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
         &format!("request bodies at the edge are limited to {MAX_BODY_BYTES} bytes"),

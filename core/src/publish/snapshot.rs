@@ -6,7 +6,7 @@
 //! | `local` | `kv.db` | `verge edge serve --store DIR` |
 //! | `spin` | `kv.db`, `runtime-config.toml` | `spin up --runtime-config-file DIR/runtime-config.toml` |
 //! | `cloudflare` | `kv-bulk.json`, then `kv-manifest.json`; `kv-delete.json` | `wrangler kv bulk put` (data first, manifest second), `wrangler kv bulk delete` |
-//! | `fastly` | `kv-entries.ndjson`, then `kv-manifest.ndjson` | `fastly kv-store-entry create --file` (data first) |
+//! | `fastly` | `kv-entries.ndjson`, then `kv-manifest.ndjson`; `local-kv.json` | `fastly kv-store-entry create --file` (data first); `local-kv.json` is the same state for `fastly.toml`'s `[local_server.kv_stores]` (viceroy, `fastly compute serve`) |
 //!
 //! The bulk targets keep the full state in their files, so publishing into the same
 //! directory again compares against it: an unchanged state rewrites nothing, and only
@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use verge_shared::kv::MANIFEST_KEY;
 
 use super::{EdgeStore, StoreError};
@@ -115,12 +116,37 @@ impl BulkFiles {
         };
         write_atomically(&self.data_file(), &render(&data)).map_err(|e| self.fail(e.to_string()))?;
         write_atomically(&self.manifest_file(), &render(&manifest)).map_err(|e| self.fail(e.to_string()))?;
+        if self.target == Target::Fastly {
+            self.write_local_kv(&entries).map_err(|e| self.fail(e.to_string()))?;
+        }
         if self.target == Target::Cloudflare {
             let deleted = self.deleted.lock().expect("not poisoned");
             let json = serde_json::to_string_pretty(&*deleted).expect("serializes");
             write_atomically(&self.dir.join("kv-delete.json"), &json).map_err(|e| self.fail(e.to_string()))?;
         }
         Ok(true)
+    }
+}
+
+impl BulkFiles {
+    /// Fastly's local-testing KV file: text values inline as `data`, anything else in a
+    /// file under `local-kv/` referenced by absolute path (the format has no base64).
+    fn write_local_kv(&self, entries: &BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
+        let values_dir = self.dir.canonicalize()?.join("local-kv");
+        let mut local = serde_json::Map::new();
+        for (key, value) in entries {
+            let entry = match std::str::from_utf8(value) {
+                Ok(text) => serde_json::json!({ "data": text }),
+                Err(_) => {
+                    std::fs::create_dir_all(&values_dir)?;
+                    let file = values_dir.join(hex::encode(sha2::Sha256::digest(key.as_bytes())));
+                    std::fs::write(&file, value)?;
+                    serde_json::json!({ "file": file })
+                }
+            };
+            local.insert(key.clone(), entry);
+        }
+        write_atomically(&self.dir.join("local-kv.json"), &serde_json::to_string_pretty(&local).expect("serializes"))
     }
 }
 

@@ -1,0 +1,112 @@
+//! The `#[event(fetch)]` handler and the Workers [`Host`].
+
+use std::net::IpAddr;
+
+use verge_edge::{Client, Host, HostError};
+use wasm_bindgen::prelude::wasm_bindgen;
+use worker::{Context, Env, Fetch, Headers, Method, Request, RequestInit, Response, event};
+
+/// Largest request body the edge reads.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The KV namespace binding in wrangler.toml.
+const KV_BINDING: &str = "VERGE_KV";
+
+#[wasm_bindgen]
+extern "C" {
+    /// Web Crypto, a global in Workers.
+    #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues)]
+    fn get_random_values(buf: &mut [u8]);
+}
+
+struct WorkersHost<'a> {
+    env: &'a Env,
+    ctx: &'a Context,
+    client: Client,
+}
+
+impl Host for WorkersHost<'_> {
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let kv = self.env.kv(KV_BINDING).map_err(|err| HostError(format!("KV binding {KV_BINDING}: {err}")))?;
+        kv.get(key).bytes().await.map_err(|err| HostError(format!("KV get `{key}`: {err}")))
+    }
+
+    fn now_millis(&self) -> u64 {
+        worker::Date::now().as_millis()
+    }
+
+    fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) {
+        get_random_values(buf);
+    }
+
+    fn send_after_response(&self, batch: Vec<u8>) {
+        let core_url = self.env.var("VERGE_CORE_URL").map(|v| v.to_string()).unwrap_or_default();
+        let key = self.env.secret("VERGE_INGEST_KEY").map(|v| v.to_string()).unwrap_or_default();
+        if core_url.is_empty() || key.is_empty() {
+            return; // Not configured: this worker does not report.
+        }
+        self.ctx.wait_until(async move {
+            if let Err(err) = send_events(&core_url, &key, batch).await {
+                worker::console_error!("verge edge: events not delivered: {err}");
+            }
+        });
+    }
+}
+
+async fn send_events(core_url: &str, key: &str, batch: Vec<u8>) -> worker::Result<()> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set("authorization", &format!("Bearer {key}"))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(js_sys::Uint8Array::from(&batch[..]).into()));
+    let request = Request::new_with_init(&format!("{}/v1/events", core_url.trim_end_matches('/')), &init)?;
+    let response = Fetch::Request(request).send().await?;
+    match response.status_code() {
+        200..=299 => Ok(()),
+        status => Err(worker::Error::RustError(format!("core answered {status}"))),
+    }
+}
+
+#[event(fetch)]
+async fn fetch(mut request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let client = Client {
+        ip: request.headers().get("cf-connecting-ip")?.and_then(|ip| ip.parse::<IpAddr>().ok()),
+        country: request.cf().and_then(|cf| cf.country()).and_then(|c| c.as_bytes().try_into().ok()),
+    };
+    let body = request.bytes().await.unwrap_or_default();
+    if body.len() > MAX_BODY_BYTES {
+        return into_worker(verge_edge::problem::response(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("request bodies at the edge are limited to {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    let url = request.url()?;
+    let mut builder = http::Request::builder().method(request.method().as_ref()).uri(url.as_str());
+    for (name, value) in request.headers().entries() {
+        builder = builder.header(name, value);
+    }
+    let Ok(edge_request) = builder.body(body) else {
+        return into_worker(verge_edge::problem::response(
+            http::StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request could not be read",
+        ));
+    };
+    let host = WorkersHost { env: &env, ctx: &ctx, client };
+    into_worker(verge_edge::handle(&host, edge_request).await)
+}
+
+fn into_worker(response: http::Response<Vec<u8>>) -> worker::Result<Response> {
+    let (parts, body) = response.into_parts();
+    let headers = Headers::new();
+    for (name, value) in &parts.headers {
+        if let Ok(value) = value.to_str() {
+            headers.append(name.as_str(), value)?;
+        }
+    }
+    Ok(Response::from_bytes(body)?.with_status(parts.status.as_u16()).with_headers(headers))
+}
