@@ -3,105 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::fresh_config;
-use secrecy::ExposeSecret;
+use common::process::{field, http_get, start_dev, terminate, verge};
 use verge_core::Config;
-
-fn verge(config: &Config, dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_verge"));
-    command.current_dir(dir).env("RUST_LOG", "warn");
-    // Only what this test chooses: no stray VERGE_*, DATABASE_URL or REDIS_URL.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("VERGE_") || name == "DATABASE_URL" || name == "REDIS_URL" {
-            command.env_remove(name);
-        }
-    }
-    if let Some(url) = &config.database_url {
-        command.env("DATABASE_URL", url.expose_secret());
-    }
-    if let Some(url) = &config.redis_url {
-        command.env("REDIS_URL", url.expose_secret()).env("VERGE_REDIS_PREFIX", &config.redis_prefix);
-    }
-    command
-}
-
-/// Starts `verge dev` (core and edge on free ports) and returns it with the lines it
-/// printed up to its prompt.
-fn start_dev(mut command: Command) -> (Child, Vec<String>) {
-    let mut child = command
-        .args(["dev", "--port", "0", "--edge-port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("verge starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    // Generous: the first start in a fresh checkout may build the edge component and host.
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("no prompt from verge dev; printed {lines:?}");
-        };
-        let done = line.starts_with("Press Ctrl-C");
-        lines.push(line);
-        if done {
-            return (child, lines);
-        }
-    }
-}
-
-fn field<'a>(lines: &'a [String], label: &str) -> &'a str {
-    let line =
-        lines.iter().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no {label} in {lines:?}"));
-    line.trim_start()[label.len()..].split_whitespace().next().unwrap()
-}
-
-/// A minimal HTTP/1.1 exchange, so the test needs no client library.
-fn http_get(base: &str, path: &str, key: Option<&str>) -> (u16, String) {
-    let address = base.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).unwrap();
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("verge did not exit within 5 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[tokio::test]
 async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {

@@ -83,8 +83,11 @@ async fn health<H: Host>(host: &H) -> Response<Body> {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response =
-        problem::response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not accept this method");
+    let mut response = problem::response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not accept this method",
+    );
     response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
     response
 }

@@ -6,6 +6,8 @@
 //! A `services` run with either URL missing fails; it never falls back silently.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+
 use std::sync::Arc;
 
 use axum::body::Body;

@@ -1,0 +1,183 @@
+//! Running the real `verge` binary and other programs in tests, and talking HTTP/1.1 to
+//! them over a plain socket, so the tests need no client library and see exactly the bytes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use verge_core::Config;
+
+pub fn verge(config: &Config, dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_verge"));
+    command.current_dir(dir).env("RUST_LOG", "warn");
+    // Only what this test chooses: no stray VERGE_*, DATABASE_URL or REDIS_URL.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("VERGE_") || name == "DATABASE_URL" || name == "REDIS_URL" {
+            command.env_remove(name);
+        }
+    }
+    if let Some(url) = &config.database_url {
+        command.env("DATABASE_URL", url.expose_secret());
+    }
+    if let Some(url) = &config.redis_url {
+        command.env("REDIS_URL", url.expose_secret()).env("VERGE_REDIS_PREFIX", &config.redis_prefix);
+    }
+    command
+}
+
+/// Starts `verge dev` (core and edge on free ports) and returns it with the lines it
+/// printed up to its prompt.
+pub fn start_dev(mut command: Command) -> (Child, Vec<String>) {
+    command.args(["dev", "--port", "0", "--edge-port", "0"]);
+    start_until(command, |line| line.starts_with("Press Ctrl-C"))
+}
+
+/// Starts `command` and collects its stdout lines until one satisfies `ready`.
+pub fn start_until(mut command: Command, ready: impl Fn(&str) -> bool) -> (Child, Vec<String>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    // Generous: the first start in a fresh checkout may build the edge component and host.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("{command:?} never became ready; printed {lines:?}");
+        };
+        let done = ready(&line);
+        lines.push(line);
+        if done {
+            return (child, lines);
+        }
+    }
+}
+
+pub fn field<'a>(lines: &'a [String], label: &str) -> &'a str {
+    let line =
+        lines.iter().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no {label} in {lines:?}"));
+    line.trim_start()[label.len()..].split_whitespace().next().unwrap()
+}
+
+/// A minimal HTTP/1.1 exchange, so the test needs no client library.
+pub fn http_get(base: &str, path: &str, key: Option<&str>) -> (u16, String) {
+    let address = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("verge did not exit within 5 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An HTTP response as the bytes on the wire say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// Lower-cased names, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; understands chunked replies.
+pub fn http(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let address = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(address).unwrap_or_else(|err| panic!("connect {address}: {err}"));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    Reply { status, headers, body }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || tail.len() < size {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = tail[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something answers HTTP on `base`.
+pub fn wait_for_http(base: &str, path: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    let address = base.trim_start_matches("http://").to_owned();
+    loop {
+        if TcpStream::connect(&address).is_ok() && http(base, "GET", path, &[], "").status != 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing answered on {base} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The workspace root (tests run from `core/`).
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}

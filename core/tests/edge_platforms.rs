@@ -1,0 +1,255 @@
+//! The same edge application on every platform: one `verge publish` state, loaded with each
+//! platform's own tooling, makes the local wasmtime host, Cloudflare's `wrangler dev
+//! --local` (workerd) and Fastly's `viceroy` answer exactly alike, and each reports its
+//! events back to the core.
+//!
+//! Needs `wrangler` and `viceroy` on PATH and the platform builds that `scripts/test` makes
+//! first (deploy/cloudflare/build via worker-build, the wasm32-wasip1 Fastly binary). A
+//! missing tool or build fails the test with what to run; it is never skipped.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::fresh_config;
+use common::process::{Reply, field, free_port, http, start_until, verge, wait_for_http, workspace_root};
+use verge_core::Config;
+
+/// Kills the process when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn require(tool: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(tool))
+        .find(|path| path.is_file());
+    found.unwrap_or_else(|| panic!("`{tool}` is not on PATH: run scripts/test, which installs it"))
+}
+
+fn built(path: &Path, how: &str) -> PathBuf {
+    assert!(path.is_file(), "{} is missing: build it with `{how}` (scripts/test does)", path.display());
+    path.to_owned()
+}
+
+fn run_ok(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What must be identical everywhere: status, the headers the application sets, the body.
+fn essence(reply: &Reply) -> (u16, Option<&str>, Option<&str>, Option<&str>, &str) {
+    (reply.status, reply.header("content-type"), reply.header("allow"), reply.header("cache-control"), &reply.body)
+}
+
+#[tokio::test]
+async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish() {
+    let wrangler = require("wrangler");
+    let viceroy = require("viceroy");
+    let root = workspace_root();
+    let worker_shim =
+        built(&root.join("deploy/cloudflare/build/worker/shim.mjs"), "cd deploy/cloudflare && worker-build --release");
+    let fastly_wasm = built(
+        &root.join("target/wasm32-wasip1/wasm-release/verge-fastly.wasm"),
+        "cargo build -p verge-fastly --target wasm32-wasip1 --profile wasm-release",
+    );
+
+    let (config, dir) = fresh_config().await;
+    let work = dir.path();
+
+    // A core to report to, and an ingest key for the edges.
+    let mut command = verge(&config, work);
+    command.args(["dev", "--no-edge", "--port", "0"]);
+    let (core, lines) = start_until(command, |line| line.starts_with("Press Ctrl-C"));
+    let _core = Running(core);
+    let core_url = field(&lines, "core API").trim_end_matches("/v1").to_owned();
+    let admin = field(&lines, "admin key").to_owned();
+    let created = http(
+        &core_url,
+        "POST",
+        "/v1/keys",
+        &[("authorization", &format!("Bearer {admin}")), ("content-type", "application/json")],
+        r#"{"name":"edge platforms test","scopes":["events:ingest"]}"#,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let ingest_key =
+        serde_json::from_str::<serde_json::Value>(&created.body).unwrap()["token"].as_str().unwrap().to_owned();
+
+    // One state, published for each platform.
+    for target in ["local", "cloudflare", "fastly"] {
+        run_ok(verge(&config, work).args(["publish", "--target", target, "--out"]).arg(work.join(target)));
+    }
+
+    // The local host, as a self-hosted PoP.
+    let mut command = verge(&config, work);
+    command
+        .args(["edge", "serve", "--listen", "127.0.0.1:0", "--core-url", &core_url, "--store"])
+        .arg(work.join("local"))
+        .env("VERGE_EDGE_INGEST_KEY", &ingest_key);
+    let (local, lines) = start_until(command, |line| line.starts_with("edge serving"));
+    let _local = Running(local);
+    let local_url =
+        lines.last().unwrap().split_whitespace().nth(2).unwrap().trim_end_matches("/__verge/health").to_owned();
+
+    // Cloudflare: the bulk files go into wrangler's local KV with `wrangler kv bulk put`,
+    // data first and manifest last, then `wrangler dev --local` serves the built worker.
+    let cf = work.join("cf-project");
+    std::fs::create_dir_all(&cf).unwrap();
+    std::fs::write(
+        cf.join("wrangler.toml"),
+        format!(
+            "name = \"verge-edge-test\"\nmain = {main:?}\ncompatibility_date = \"2026-11-01\"\n\n\
+             [[kv_namespaces]]\nbinding = \"VERGE_KV\"\nid = \"00000000000000000000000000000000\"\n\n\
+             [vars]\nVERGE_CORE_URL = {core_url:?}\n",
+            main = worker_shim.display().to_string(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(cf.join(".dev.vars"), format!("VERGE_INGEST_KEY={ingest_key}\n")).unwrap();
+    let wrangler_command = |args: &[&str]| {
+        let mut command = Command::new(&wrangler);
+        command
+            .args(args)
+            .current_dir(&cf)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .env("HOME", work.join("home"));
+        command
+    };
+    for file in ["kv-bulk.json", "kv-manifest.json"] {
+        let path = work.join("cloudflare").join(file);
+        run_ok(&mut wrangler_command(&[
+            "kv",
+            "bulk",
+            "put",
+            path.to_str().unwrap(),
+            "--binding",
+            "VERGE_KV",
+            "--local",
+            "--persist-to",
+            "state",
+        ]));
+    }
+    let cf_port = free_port();
+    let workerd = wrangler_command(&[
+        "dev",
+        "--local",
+        "--persist-to",
+        "state",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &cf_port.to_string(),
+        "--show-interactive-dev-session=false",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .expect("wrangler dev starts");
+    let _workerd = Running(workerd);
+
+    // Fastly: the publish's local-kv.json is the KV store of a fastly.toml, as Fastly's
+    // local testing documents; the core is the `core` backend.
+    let fastly = work.join("fastly-project");
+    std::fs::create_dir_all(&fastly).unwrap();
+    std::fs::write(
+        fastly.join("fastly.toml"),
+        format!(
+            "manifest_version = 3\nname = \"verge-edge-test\"\nlanguage = \"rust\"\n\n\
+             [local_server.backends.core]\nurl = {core_url:?}\n\n\
+             [local_server.kv_stores]\nverge_kv = {{ file = {kv:?}, format = \"json\" }}\n\n\
+             [local_server.secret_stores]\nverge_secrets = [{{ key = \"ingest_key\", env = \"VERGE_EDGE_INGEST_KEY\" }}]\n",
+            kv = work.join("fastly/local-kv.json").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let fastly_port = free_port();
+    let viceroy_process = Command::new(&viceroy)
+        .arg(&fastly_wasm)
+        .arg("-C")
+        .arg(fastly.join("fastly.toml"))
+        .args(["--addr", &format!("127.0.0.1:{fastly_port}")])
+        .env("VERGE_EDGE_INGEST_KEY", &ingest_key)
+        .current_dir(&fastly)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("viceroy starts");
+    let _viceroy = Running(viceroy_process);
+
+    let platforms = [
+        ("local", local_url.clone()),
+        ("cloudflare", format!("http://127.0.0.1:{cf_port}")),
+        ("fastly", format!("http://127.0.0.1:{fastly_port}")),
+    ];
+    for (_, url) in &platforms[1..] {
+        wait_for_http(url, "/__verge/health", Duration::from_secs(120));
+    }
+
+    let health = http(&local_url, "GET", "/__verge/health", &[], "");
+    assert_eq!(health.body, r#"{"status":"ok","snapshot":1,"datasets":{}}"#, "the local host reads the publish");
+    let probes: [(&str, &str); 4] =
+        [("GET", "/__verge/health"), ("HEAD", "/__verge/health"), ("POST", "/__verge/health"), ("GET", "/missing")];
+    for (method, path) in probes {
+        let expected = http(&local_url, method, path, &[], "");
+        for (platform, url) in &platforms[1..] {
+            let reply = http(url, method, path, &[], "");
+            assert_eq!(
+                essence(&reply),
+                essence(&expected),
+                "{platform} differs from the local host on {method} {path}"
+            );
+        }
+    }
+
+    // Each platform reported its 404 as an event after the response, to the same core.
+    for (platform, url) in &platforms {
+        assert_eq!(http(url, "GET", &format!("/reported/{platform}"), &[], "").status, 404);
+    }
+    let db = verge_core::db::Database::connect(&Config { data_dir: work.join("verge-data"), ..config.clone() })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let paths: Vec<(String,)> =
+            sqlx::query_as("SELECT data FROM events WHERE kind = 'edge.not_found' ORDER BY received_at")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        let reported: Vec<String> = paths.into_iter().map(|(data,)| data).collect();
+        let missing: Vec<&str> = platforms
+            .iter()
+            .map(|(platform, _)| *platform)
+            .filter(|platform| !reported.iter().any(|data| data.contains(&format!("/reported/{platform}"))))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no event reached the core from {missing:?}; got {reported:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.close().await;
+}
