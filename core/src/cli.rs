@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 use crate::audit::Actor;
 use crate::config::{Config, LogFormat};
 use crate::db::{Database, Dialect};
-use crate::edge;
+use crate::edge::local as edge;
 use crate::keys::{self, Bootstrap, NewKey, Scope};
 use crate::pagination::{Cursor, PageParams};
 use crate::publish::snapshot::{BulkFiles, SPIN_RUNTIME_CONFIG, Target};

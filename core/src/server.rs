@@ -28,7 +28,7 @@ use crate::db::Database;
 use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
-use crate::{audit, events, health, keys, openapi};
+use crate::{audit, edge, events, health, keys, openapi};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -94,7 +94,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     let v1 = OpenApiRouter::new()
         .merge(keys::routes::router())
         .routes(routes!(audit::list_entries))
-        .routes(routes!(events::ingest));
+        .routes(routes!(events::ingest))
+        .routes(routes!(edge::settings::get_settings, edge::settings::put_settings));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

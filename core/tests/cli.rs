@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::fresh_config;
-use common::process::{field, http_get, start_dev, terminate, verge};
+use common::process::{field, http_get, start_dev, verge};
 use verge_core::Config;
 
 #[tokio::test]
@@ -34,7 +34,7 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
     loop {
         let (status, body) = http_get(&edge, "/__verge/health", None);
         assert_eq!(status, 200, "{body}");
-        if body == r#"{"status":"ok","snapshot":1,"datasets":{}}"# {
+        if body == r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1}}"# {
             break;
         }
         assert!(Instant::now() < deadline, "the edge never saw snapshot 1: {body}");
@@ -69,9 +69,34 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"events:ingest\"") && !body.contains("\"admin\""), "{body}");
     assert!(body.contains(&ingest_key[..12]), "the event came with the key in ingest.key: {body}");
+
+    // A change made through the core reaches the edge within a second: turning reporting
+    // off publishes a new settings version, and then a 404 sends nothing.
+    let changed = Instant::now();
+    let reply = common::process::http(
+        &core,
+        "PUT",
+        "/v1/edge/settings",
+        &[("authorization", &format!("Bearer {key}")), ("content-type", "application/json")],
+        r#"{"report_not_found":false}"#,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    loop {
+        let (_, body) = http_get(&edge, "/__verge/health", None);
+        if body.contains(r#""edge/settings":2"#) {
+            break;
+        }
+        assert!(changed.elapsed() < Duration::from_secs(1), "the edge still shows {body} a second after the change");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(http_get(&edge, "/quiet/now", None).0, 404);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet: Vec<(String,)> =
+        sqlx::query_as("SELECT data FROM events WHERE data LIKE '%/quiet/now%'").fetch_all(db.pool()).await.unwrap();
+    assert!(quiet.is_empty(), "reporting was turned off, yet: {quiet:?}");
     db.close().await;
 
-    let exit = terminate(&mut child);
+    let exit = child.terminate();
     assert!(exit.success(), "exit status {exit}");
     if config.database_url.is_none() {
         assert!(dir.path().join("verge-data/verge.db").exists(), "default data dir is ./verge-data");
@@ -82,7 +107,7 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
     assert!(lines.iter().any(|l| l.contains("keys already exist")), "{lines:?}");
     let core = field(&lines, "core API").trim_end_matches("/v1").to_owned();
     assert_eq!(http_get(&core, "/v1/keys", Some(&key)).0, 200, "the first key still works");
-    assert!(terminate(&mut again).success());
+    assert!(again.terminate().success());
 }
 
 #[tokio::test]
@@ -95,7 +120,7 @@ async fn verge_admin_key_is_used_as_the_bootstrap_key() {
     assert!(!lines.iter().any(|l| l.contains(chosen)), "the configured key must not be printed");
     let core = field(&lines, "core API").trim_end_matches("/v1").to_owned();
     assert_eq!(http_get(&core, "/v1/keys", Some(chosen)).0, 200);
-    assert!(terminate(&mut child).success());
+    assert!(child.terminate().success());
 }
 
 #[tokio::test]

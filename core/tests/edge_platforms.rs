@@ -10,30 +10,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::fresh_config;
-use common::process::{Reply, field, free_port, http, start_until, verge, wait_for_http, workspace_root};
+use common::process::{Reply, Running, field, free_port, http, start_until, verge, wait_for_http, workspace_root};
 use verge_core::Config;
-
-/// Kills the process when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn require(tool: &str) -> PathBuf {
     let found = std::env::var_os("PATH")
@@ -83,8 +65,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     // A core to report to, and an ingest key for the edges.
     let mut command = verge(&config, work);
     command.args(["dev", "--no-edge", "--port", "0"]);
-    let (core, lines) = start_until(command, |line| line.starts_with("Press Ctrl-C"));
-    let _core = Running(core);
+    let (_core, lines) = start_until(command, |line| line.starts_with("Press Ctrl-C"));
     let core_url = field(&lines, "core API").trim_end_matches("/v1").to_owned();
     let admin = field(&lines, "admin key").to_owned();
     let created = http(
@@ -109,8 +90,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
         .args(["edge", "serve", "--listen", "127.0.0.1:0", "--core-url", &core_url, "--store"])
         .arg(work.join("local"))
         .env("VERGE_EDGE_INGEST_KEY", &ingest_key);
-    let (local, lines) = start_until(command, |line| line.starts_with("edge serving"));
-    let _local = Running(local);
+    let (_local, lines) = start_until(command, |line| line.starts_with("edge serving"));
     let local_url =
         lines.last().unwrap().split_whitespace().nth(2).unwrap().trim_end_matches("/__verge/health").to_owned();
 

@@ -5,7 +5,8 @@
 //! the path exists under another method).
 
 use http::{Method, Request, Response, StatusCode, header};
-use verge_shared::kv::{MANIFEST_KEY, Manifest};
+use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
+use verge_shared::settings::{self, EdgeSettings};
 
 use crate::events::Events;
 use crate::host::Host;
@@ -31,15 +32,29 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
             _ => method_not_allowed("GET, HEAD"),
         },
         _ => {
-            // Unmatched paths are reported: probes and broken links show up in the core.
-            let domain = request_host(request);
-            events.push(
-                host,
-                "edge.not_found",
-                &[("method", request.method().as_str()), ("host", domain), ("path", path)],
-            );
+            // Unmatched paths are reported (unless the core turned it off): probes and
+            // broken links show up in the core.
+            if reports_not_found(host).await {
+                let domain = request_host(request);
+                let fields = [("method", request.method().as_str()), ("host", domain), ("path", path)];
+                events.push(host, "edge.not_found", &fields);
+            }
             problem::response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path")
         }
+    }
+}
+
+/// Whether the published edge settings ask for `edge.not_found` events. Reporting is the
+/// default, so an edge that cannot read its settings still reports.
+async fn reports_not_found<H: Host>(host: &H) -> bool {
+    let Ok(Some(manifest)) = host.kv_get(MANIFEST_KEY).await else { return true };
+    let Some(version) = Manifest::decode(&manifest).ok().and_then(|m| m.get(settings::DATASET).map(|d| d.version))
+    else {
+        return true;
+    };
+    match host.kv_get(&versioned_key(settings::DATASET, version, settings::PART)).await {
+        Ok(Some(value)) => EdgeSettings::decode(&value).map_or(true, |s| s.report_not_found),
+        _ => true,
     }
 }
 
@@ -171,6 +186,28 @@ mod tests {
         let wrong = get(&host, Method::POST, "/__verge/health");
         assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(wrong.headers()[header::ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn unmatched_paths_are_not_reported_when_the_core_turned_it_off() {
+        let mut manifest = Manifest { snapshot: 3, datasets: Vec::new() };
+        manifest.set(settings::DATASET, 2, "cc");
+        let off = EdgeSettings { report_not_found: false };
+        let host = FakeHost {
+            kv: HashMap::from([
+                (MANIFEST_KEY.to_owned(), manifest.encode()),
+                (versioned_key(settings::DATASET, 2, settings::PART), off.encode()),
+            ]),
+            ..FakeHost::default()
+        };
+        assert_eq!(get(&host, Method::GET, "/nope").status(), StatusCode::NOT_FOUND);
+        assert!(host.sent.borrow().is_empty());
+        // An older version of the settings, no longer in the manifest, is not what counts.
+        let on = EdgeSettings { report_not_found: true };
+        let mut host = host;
+        host.kv.insert(versioned_key(settings::DATASET, 1, settings::PART), on.encode());
+        get(&host, Method::GET, "/nope");
+        assert!(host.sent.borrow().is_empty());
     }
 
     #[test]

@@ -7,4 +7,5 @@
 pub mod gcra;
 pub mod ids;
 pub mod kv;
+pub mod settings;
 pub mod time;

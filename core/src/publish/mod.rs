@@ -77,7 +77,7 @@ pub struct Report {
 
 /// Every capability's dataset source, in publishing order. Capabilities add theirs here.
 pub fn sources() -> Vec<Arc<dyn DatasetSource>> {
-    Vec::new()
+    vec![Arc::new(crate::edge::settings::SettingsSource)]
 }
 
 /// Records, inside the caller's transaction, that `dataset` changed and must be published.

@@ -29,15 +29,43 @@ pub fn verge(config: &Config, dir: &Path) -> Command {
     command
 }
 
+/// A child process that is stopped when the test ends, however it ends, so a failing test
+/// never leaves servers behind.
+pub struct Running(pub Child);
+
+impl Running {
+    /// SIGTERM, then its exit status; fails the test if it takes over 10 s.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        terminate(&mut self.0)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `verge dev` (core and edge on free ports) and returns it with the lines it
 /// printed up to its prompt.
-pub fn start_dev(mut command: Command) -> (Child, Vec<String>) {
+pub fn start_dev(mut command: Command) -> (Running, Vec<String>) {
     command.args(["dev", "--port", "0", "--edge-port", "0"]);
     start_until(command, |line| line.starts_with("Press Ctrl-C"))
 }
 
 /// Starts `command` and collects its stdout lines until one satisfies `ready`.
-pub fn start_until(mut command: Command, ready: impl Fn(&str) -> bool) -> (Child, Vec<String>) {
+pub fn start_until(mut command: Command, ready: impl Fn(&str) -> bool) -> (Running, Vec<String>) {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -65,7 +93,7 @@ pub fn start_until(mut command: Command, ready: impl Fn(&str) -> bool) -> (Child
         let done = ready(&line);
         lines.push(line);
         if done {
-            return (child, lines);
+            return (Running(child), lines);
         }
     }
 }
@@ -89,17 +117,17 @@ pub fn http_get(base: &str, path: &str, key: Option<&str>) -> (u16, String) {
     (status, body)
 }
 
-pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
         if Instant::now() > deadline {
             child.kill().ok();
-            panic!("verge did not exit within 5 s of SIGTERM");
+            panic!("the process did not exit within 10 s of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -91,9 +91,9 @@ async fn build_if_stale(
     let built = std::fs::metadata(artifact).and_then(|m| m.modified()).ok();
     let newest = inputs.iter().filter_map(|input| newest_source(input)).max_by_key(|(time, _)| *time);
     let reason = match (built, newest) {
-        (None, _) => format!("{what} missing ({})", artifact.display()),
+        (None, _) => format!("the {what} is missing ({})", artifact.display()),
         (Some(built), Some((changed, path))) if changed > built => {
-            format!("{what} older than {}", path.strip_prefix(root).unwrap_or(&path).display())
+            format!("the {what} is older than {}", path.strip_prefix(root).unwrap_or(&path).display())
         }
         _ => return Ok(()),
     };
