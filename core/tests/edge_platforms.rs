@@ -101,7 +101,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     std::fs::write(
         cf.join("wrangler.toml"),
         format!(
-            "name = \"verge-edge-test\"\nmain = {main:?}\ncompatibility_date = \"2026-11-01\"\n\n\
+            "name = \"verge-edge-test\"\nmain = {main:?}\ncompatibility_date = \"2026-05-01\"\n\n\
              [[kv_namespaces]]\nbinding = \"VERGE_KV\"\nid = \"00000000000000000000000000000000\"\n\n\
              [vars]\nVERGE_CORE_URL = {core_url:?}\n",
             main = worker_shim.display().to_string(),
@@ -190,7 +190,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     }
 
     let health = http(&local_url, "GET", "/__verge/health", &[], "");
-    assert_eq!(health.body, r#"{"status":"ok","snapshot":1,"datasets":{}}"#, "the local host reads the publish");
+    assert_eq!(health.body, r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1}}"#, "the local host reads the publish");
     let probes: [(&str, &str); 4] =
         [("GET", "/__verge/health"), ("HEAD", "/__verge/health"), ("POST", "/__verge/health"), ("GET", "/missing")];
     for (method, path) in probes {
