@@ -190,7 +190,10 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     }
 
     let health = http(&local_url, "GET", "/__verge/health", &[], "");
-    assert_eq!(health.body, r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1}}"#, "the local host reads the publish");
+    assert_eq!(
+        health.body, r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1}}"#,
+        "the local host reads the publish"
+    );
     let probes: [(&str, &str); 4] =
         [("GET", "/__verge/health"), ("HEAD", "/__verge/health"), ("POST", "/__verge/health"), ("GET", "/missing")];
     for (method, path) in probes {
