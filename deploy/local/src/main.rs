@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run the Verge edge component on this machine.
 #[derive(Debug, Parser)]
 #[command(name = "verge-edge-host", version)]

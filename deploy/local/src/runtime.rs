@@ -178,9 +178,10 @@ impl Runtime {
         let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().outbound, request);
         let (answer_tx, answer_rx) = oneshot::channel::<wasmtime::Result<Response>>();
 
-        // The store runs on its own task so that it outlives the response: the guest may
-        // still be sending events when the client already has its answer.
-        tokio::spawn(async move {
+        // The store is driven right here until the answer is ready; if the guest still has
+        // work then (events sent after the response), the rest moves to a task of its own,
+        // so the client never waits for it and requests without such work pay no spawn.
+        let mut run = Box::pin(async move {
             let run = store.run_concurrent(async move |accessor| {
                 let answer = async {
                     let response = service
@@ -196,7 +197,6 @@ impl Runtime {
                 let failed = answered.is_err();
                 let _ = answer_tx.send(answered);
                 if !failed {
-                    // Background guest tasks (events after the response) run to completion.
                     std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
                 }
             });
@@ -204,6 +204,15 @@ impl Runtime {
                 tracing::warn!("edge component work after the response exceeded its budget; dropped");
             }
         });
+        let mut answer_rx = answer_rx;
+        tokio::select! {
+            biased;
+            answer = &mut answer_rx => {
+                tokio::spawn(run);
+                return answer.unwrap_or_else(|_| Err(wasmtime::format_err!("the component trapped before answering")));
+            }
+            () = &mut run => {}
+        }
         answer_rx.await.unwrap_or_else(|_| Err(wasmtime::format_err!("the component trapped before answering")))
     }
 }
