@@ -111,9 +111,9 @@ async fn build_if_stale(
     }
     // Cargo leaves an up-to-date artifact untouched (say, after a Cargo.lock change that did
     // not affect it); mark it checked so the next start does not rebuild for nothing.
-    std::fs::File::options()
-        .append(true)
-        .open(artifact)
+    // Read-only: the host binary may be running (another `verge dev`), and opening a running
+    // executable for writing fails with ETXTBSY; the owner may set times through any fd.
+    std::fs::File::open(artifact)
         .and_then(|file| file.set_modified(SystemTime::now()))
         .with_context(|| format!("{what} not found at {} after building", artifact.display()))?;
     Ok(())
