@@ -114,7 +114,7 @@ pub(crate) async fn ingest(
 ) -> Result<Json<IngestResult>, ApiError> {
     let data = validate(&batch)?;
     let received_at = now_millis().0;
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let mut accepted = 0;
     // Chunks keep each statement under SQLite's and PostgreSQL's bound-parameter limits.
     for (events, data) in batch.events.chunks(500).zip(data.chunks(500)) {

@@ -71,3 +71,21 @@ async fn bad_settings_are_refused_and_change_nothing() {
     reply.problem(StatusCode::FORBIDDEN, "forbidden");
     assert_eq!(app.get("/v1/edge/settings", Some(&admin)).await.ok(), &json!({"report_not_found": true}));
 }
+
+#[tokio::test]
+async fn concurrent_changes_all_succeed() {
+    // Each change reads then writes in one transaction; on SQLite a deferred transaction
+    // would fail with `database is locked` when another writer slipped in between.
+    let app = std::sync::Arc::new(TestApp::new().await);
+    let admin = app.admin().await;
+    let changes = (0..24).map(|i| {
+        let (app, admin) = (app.clone(), admin.clone());
+        tokio::spawn(async move {
+            let body = json!({"report_not_found": i % 2 == 0});
+            app.call(Method::PUT, "/v1/edge/settings", Some(&admin), Some(body)).await.status
+        })
+    });
+    for status in futures_util::future::join_all(changes).await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+}

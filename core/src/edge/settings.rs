@@ -93,7 +93,7 @@ pub(crate) async fn put_settings(
     ApiJson(settings): ApiJson<EdgeSettings>,
 ) -> Result<Json<EdgeSettings>, ApiError> {
     let actor = principal.actor();
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let before = load(&mut tx).await?;
     if before != settings {
         let json = serde_json::to_string(&settings).expect("settings serialize");

@@ -165,7 +165,7 @@ pub(crate) async fn insert(db: &Database, new: NewKey, token: String, actor: &Ac
         last_used_at: None,
         revoked_at: None,
     };
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     let inserted = sqlx::query(
         "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes, created_at, created_by, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -217,7 +217,7 @@ pub async fn list(db: &Database, cursor: &Cursor, include_inactive: bool) -> Res
 /// Revokes a key; revoking a revoked key again changes nothing. The last active admin key
 /// cannot be revoked, so an installation can never lock its operators out.
 pub async fn revoke(db: &Database, id: &str, actor: &Actor) -> Result<ApiKey, KeyError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
     let before = ApiKey::from_row(&row.ok_or_else(|| KeyError::NotFound(id.to_owned()))?)?;
     let now = now_millis();
