@@ -229,8 +229,6 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
             let artifacts = edge::artifacts().await?;
             let edge_dir = store.parent().unwrap_or(&config.data_dir).to_owned();
             let ingest_key = edge::dev_ingest_key(&app.state.db, &edge_dir).await?;
-            // The store file must exist before the host opens it; the publisher fills it.
-            LocalEdgeStore::open(store).await?.close().await;
             let host = edge::EdgeHost::start(edge::HostOptions {
                 artifacts: &artifacts,
                 store,
