@@ -11,11 +11,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fresh_config;
-use common::process::{Reply, Running, field, free_port, http, start_until, verge, wait_for_http, workspace_root};
-use verge_core::Config;
+use common::process::{
+    Reply, Running, free_port, http, serve_edge, start_core_for_edges, verge, wait_for_events, wait_for_http,
+    workspace_root,
+};
 
 fn require(tool: &str) -> PathBuf {
     let found = std::env::var_os("PATH")
@@ -63,21 +65,8 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     let work = dir.path();
 
     // A core to report to, and an ingest key for the edges.
-    let mut command = verge(&config, work);
-    command.args(["dev", "--no-edge", "--port", "0"]);
-    let (_core, lines) = start_until(command, |line| line.starts_with("Press Ctrl-C"));
-    let core_url = field(&lines, "core API").trim_end_matches("/v1").to_owned();
-    let admin = field(&lines, "admin key").to_owned();
-    let created = http(
-        &core_url,
-        "POST",
-        "/v1/keys",
-        &[("authorization", &format!("Bearer {admin}")), ("content-type", "application/json")],
-        r#"{"name":"edge platforms test","scopes":["events:ingest"]}"#,
-    );
-    assert_eq!(created.status, 201, "{}", created.body);
-    let ingest_key =
-        serde_json::from_str::<serde_json::Value>(&created.body).unwrap()["token"].as_str().unwrap().to_owned();
+    let core = start_core_for_edges(&config, work);
+    let (core_url, ingest_key) = (core.url.clone(), core.ingest_key.clone());
 
     // One state, published for each platform.
     for target in ["local", "cloudflare", "fastly"] {
@@ -85,14 +74,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     }
 
     // The local host, as a self-hosted PoP.
-    let mut command = verge(&config, work);
-    command
-        .args(["edge", "serve", "--listen", "127.0.0.1:0", "--core-url", &core_url, "--store"])
-        .arg(work.join("local"))
-        .env("VERGE_EDGE_INGEST_KEY", &ingest_key);
-    let (_local, lines) = start_until(command, |line| line.starts_with("edge serving"));
-    let local_url =
-        lines.last().unwrap().split_whitespace().nth(2).unwrap().trim_end_matches("/__verge/health").to_owned();
+    let (_local, local_url) = serve_edge(&config, work, &work.join("local"), &core, &[]);
 
     // Cloudflare: the bulk files go into wrangler's local KV with `wrangler kv bulk put`,
     // data first and manifest last, then `wrangler dev --local` serves the built worker.
@@ -212,27 +194,10 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     for (platform, url) in &platforms {
         assert_eq!(http(url, "GET", &format!("/reported/{platform}"), &[], "").status, 404);
     }
-    let db = verge_core::db::Database::connect(&Config { data_dir: work.join("verge-data"), ..config.clone() })
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let paths: Vec<(String,)> =
-            sqlx::query_as("SELECT data FROM events WHERE kind = 'edge.not_found' ORDER BY received_at")
-                .fetch_all(db.pool())
-                .await
-                .unwrap();
-        let reported: Vec<String> = paths.into_iter().map(|(data,)| data).collect();
-        let missing: Vec<&str> = platforms
+    wait_for_events(&config, work, "edge.not_found", Duration::from_secs(15), |reported| {
+        platforms
             .iter()
-            .map(|(platform, _)| *platform)
-            .filter(|platform| !reported.iter().any(|data| data.contains(&format!("/reported/{platform}"))))
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no event reached the core from {missing:?}; got {reported:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    db.close().await;
+            .all(|(platform, _)| reported.iter().any(|data| data.contains(&format!("/reported/{platform}"))))
+    })
+    .await;
 }

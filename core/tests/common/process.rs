@@ -209,3 +209,83 @@ pub fn wait_for_http(base: &str, path: &str, within: Duration) {
 pub fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
+
+/// A core started with `verge dev --no-edge`, and an `events:ingest` key made over its API
+/// for the edges under test.
+pub struct CoreForEdges {
+    pub _process: Running,
+    pub url: String,
+    pub ingest_key: String,
+}
+
+pub fn start_core_for_edges(config: &Config, work: &Path) -> CoreForEdges {
+    let mut command = verge(config, work);
+    command.args(["dev", "--no-edge", "--port", "0"]);
+    let (process, lines) = start_until(command, |line| line.starts_with("Press Ctrl-C"));
+    let url = field(&lines, "core API").trim_end_matches("/v1").to_owned();
+    let admin = field(&lines, "admin key").to_owned();
+    let created = http(
+        &url,
+        "POST",
+        "/v1/keys",
+        &[("authorization", &format!("Bearer {admin}")), ("content-type", "application/json")],
+        r#"{"name":"edges under test","scopes":["events:ingest"]}"#,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let ingest_key =
+        serde_json::from_str::<serde_json::Value>(&created.body).unwrap()["token"].as_str().unwrap().to_owned();
+    CoreForEdges { _process: process, url, ingest_key }
+}
+
+/// Starts `verge edge serve` over `store`, reporting to `core`, with extra environment for
+/// the host; returns it and its base URL.
+pub fn serve_edge(
+    config: &Config,
+    work: &Path,
+    store: &Path,
+    core: &CoreForEdges,
+    env: &[(&str, &str)],
+) -> (Running, String) {
+    let mut command = verge(config, work);
+    command
+        .args(["edge", "serve", "--listen", "127.0.0.1:0", "--core-url", &core.url, "--store"])
+        .arg(store)
+        .env("VERGE_EDGE_INGEST_KEY", &core.ingest_key)
+        .envs(env.iter().copied());
+    let (process, lines) = start_until(command, |line| line.starts_with("edge serving"));
+    let url = lines.last().unwrap().split_whitespace().nth(2).unwrap().trim_end_matches("/__verge/health").to_owned();
+    (process, url)
+}
+
+/// Polls the `data` of the core's stored events of `kind` until `done` holds of them,
+/// failing the test with what arrived if that takes longer than `within`.
+pub async fn wait_for_events(
+    config: &Config,
+    work: &Path,
+    kind: &str,
+    within: Duration,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let db = verge_core::db::Database::connect(&Config { data_dir: work.join("verge-data"), ..config.clone() })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + within;
+    loop {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT data FROM events WHERE kind = $1 ORDER BY received_at")
+            .bind(kind)
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        let data: Vec<String> = rows.into_iter().map(|(data,)| data).collect();
+        if done(&data) {
+            db.close().await;
+            return data;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expected {kind} events did not all arrive; got {} : {data:?}",
+            data.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -6,9 +6,16 @@
 //! last committed state, and the publisher commits the manifest key last, so a request
 //! never sees half a publish. Connections are pooled: opening one per request would cost
 //! more than the lookup.
+//!
+//! Reads are served from memory once seen: a watcher asks SQLite every few milliseconds
+//! whether another connection committed (`PRAGMA data_version`) and empties the cache when
+//! one did, so a publish is visible within [`WATCH_INTERVAL`] and a hot key (the manifest,
+//! a popular link, a 404's miss) costs no file locking per request.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use wasmtime::component::{Access, Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader};
@@ -48,6 +55,11 @@ use spin::key_value::key_value::{Error, Host, HostStore, HostStoreWithStore};
 /// The only store label the edge application uses, as in Spin.
 const DEFAULT_STORE: &str = "default";
 
+/// How often the watcher looks for commits by other connections.
+const WATCH_INTERVAL: Duration = Duration::from_millis(5);
+/// Entries the read cache holds before it starts over.
+const CACHE_ENTRIES: usize = 16_384;
+
 /// An opened store handed to the guest; there is one store, so it carries nothing.
 /// (`pub` because the generated bindings re-export it.)
 #[derive(Debug)]
@@ -59,6 +71,15 @@ pub struct OpenStore;
 pub(crate) struct EdgeStore {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    cache: RwLock<Cache>,
+}
+
+/// Values (and absences) read since the last change to the file.
+#[derive(Debug, Default)]
+struct Cache {
+    /// Bumped on every change, so a read that started before one is not cached after it.
+    generation: u64,
+    entries: HashMap<String, Option<Arc<[u8]>>>,
 }
 
 impl EdgeStore {
@@ -70,7 +91,21 @@ impl EdgeStore {
             "CREATE TABLE IF NOT EXISTS spin_key_value (
                 store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key))",
         )?;
-        Ok(Arc::new(EdgeStore { path: path.to_owned(), idle: Mutex::new(vec![conn]) }))
+        let store =
+            Arc::new(EdgeStore { path: path.to_owned(), idle: Mutex::new(vec![conn]), cache: RwLock::default() });
+        let watcher = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let weak = Arc::downgrade(&store);
+        std::thread::Builder::new()
+            .name("edge-store-watch".into())
+            .spawn(move || watch(&watcher, &weak))
+            .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+        Ok(store)
+    }
+
+    fn forget_cached(&self) {
+        let mut cache = self.cache.write().expect("cache lock");
+        cache.generation += 1;
+        cache.entries.clear();
     }
 
     fn with_conn<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R, Error> {
@@ -90,11 +125,26 @@ impl EdgeStore {
     }
 
     pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.with_conn(|conn| {
+        let generation = {
+            let cache = self.cache.read().expect("cache lock");
+            if let Some(cached) = cache.entries.get(key) {
+                return Ok(cached.as_deref().map(<[u8]>::to_vec));
+            }
+            cache.generation
+        };
+        let value: Option<Vec<u8>> = self.with_conn(|conn| {
             conn.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
                 .query_row((DEFAULT_STORE, key), |row| row.get(0))
                 .optional()
-        })
+        })?;
+        let mut cache = self.cache.write().expect("cache lock");
+        if cache.generation == generation {
+            if cache.entries.len() >= CACHE_ENTRIES {
+                cache.entries.clear();
+            }
+            cache.entries.insert(key.to_owned(), value.as_deref().map(Arc::from));
+        }
+        Ok(value)
     }
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
@@ -105,7 +155,9 @@ impl EdgeStore {
             )?
             .execute((DEFAULT_STORE, key, value))
             .map(drop)
-        })
+        })?;
+        self.forget_cached();
+        Ok(())
     }
 
     fn delete(&self, key: &str) -> Result<(), Error> {
@@ -113,7 +165,9 @@ impl EdgeStore {
             conn.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?
                 .execute((DEFAULT_STORE, key))
                 .map(drop)
-        })
+        })?;
+        self.forget_cached();
+        Ok(())
     }
 
     fn keys(&self) -> Result<Vec<String>, Error> {
@@ -122,6 +176,21 @@ impl EdgeStore {
             let keys = statement.query_map([DEFAULT_STORE], |row| row.get(0))?;
             keys.collect()
         })
+    }
+}
+
+/// Empties the store's cache whenever another connection commits, until the store is gone.
+fn watch(conn: &Connection, store: &std::sync::Weak<EdgeStore>) {
+    let data_version = || conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0)).ok();
+    let mut seen = data_version();
+    while let Some(store) = store.upgrade() {
+        let now = data_version();
+        if now != seen {
+            store.forget_cached();
+            seen = now;
+        }
+        drop(store);
+        std::thread::sleep(WATCH_INTERVAL);
     }
 }
 
@@ -214,4 +283,49 @@ pub(crate) fn add_to_linker<T: Send + 'static>(
     view: fn(&mut T) -> KvView<'_>,
 ) -> wasmtime::Result<()> {
     spin::key_value::key_value::add_to_linker::<T, Kv>(linker, view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what} not seen within 1 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn cached_reads_follow_commits_from_another_process() {
+        let dir = std::env::temp_dir().join(format!("verge-kv-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kv.db");
+        let _ = std::fs::remove_file(&path);
+        let store = EdgeStore::open(&path).unwrap();
+        // The publisher's connection, as another process would hold it.
+        let publisher = Connection::open(&path).unwrap();
+        let put = |value: &[u8]| {
+            publisher
+                .execute(
+                    "INSERT INTO spin_key_value (store, key, value) VALUES ('default', 'links/x', ?1)
+                     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                    [value],
+                )
+                .unwrap()
+        };
+
+        assert_eq!(store.get("links/x").unwrap(), None, "absent, and now cached as absent");
+        put(b"one");
+        until("a new key", || store.get("links/x").unwrap().as_deref() == Some(b"one".as_slice()));
+        put(b"two");
+        until("a changed value", || store.get("links/x").unwrap().as_deref() == Some(b"two".as_slice()));
+        publisher.execute("DELETE FROM spin_key_value WHERE key = 'links/x'", []).unwrap();
+        until("a deletion", || store.get("links/x").unwrap().is_none());
+        // And it stays gone: no stale value comes back from a racing read.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(store.get("links/x").unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

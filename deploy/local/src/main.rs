@@ -43,6 +43,10 @@ struct Args {
     /// it never shows in a process list.
     #[arg(skip = std::env::var("VERGE_EDGE_INGEST_KEY").unwrap_or_default())]
     ingest_key: String,
+    /// Requests one component instance serves before it is replaced; 1 gives every
+    /// request a fresh instance, as Fastly does.
+    #[arg(long, env = "VERGE_EDGE_MAX_INSTANCE_REUSE", default_value_t = runtime::MAX_REUSE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_instance_reuse: usize,
     /// How long connections in flight may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 5000)]
     shutdown_grace_ms: u64,
@@ -77,8 +81,14 @@ async fn run(args: Args) -> Result<(), String> {
     let outbound = outbound::OutboundPolicy::only(args.core_url.as_ref());
 
     let started = Instant::now();
-    let runtime = runtime::Runtime::new(&args.component, store, variables::Variables(variables), outbound)
-        .map_err(|err| format!("loading component {}: {err:#}", args.component.display()))?;
+    let runtime = runtime::Runtime::new(
+        &args.component,
+        store,
+        variables::Variables(variables),
+        outbound,
+        args.max_instance_reuse,
+    )
+    .map_err(|err| format!("loading component {}: {err:#}", args.component.display()))?;
     tracing::info!(component = %args.component.display(), compile_ms = started.elapsed().as_millis() as u64, "component ready");
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -1,56 +1,82 @@
-//! The wasmtime side: one engine, the component compiled once and pre-instantiated, and a
-//! fresh, cheap instance per request.
+//! The wasmtime side: one engine, the component compiled once and pre-instantiated, and
+//! instances drawn from the pooling allocator and reused for a bounded number of requests.
 //!
-//! Every request gets its own `Store` (as on a CDN, no state survives a request), drawn
-//! from the pooling allocator so instantiation is a few slot resets rather than mmap
-//! calls. An epoch ticker bounds each request's CPU time, so a runaway guest cannot hold a
-//! worker. After the response is out, the store keeps running until the guest's
-//! background tasks (event batches sent after the response) finish, within a budget.
+//! Dispatch is wasmtime-wasi-http's `ProxyHandler`, the machinery `wasmtime serve` runs
+//! on: a WASIp3 instance takes up to [`MAX_REUSE`] requests (at most
+//! [`MAX_CONCURRENT_PER_INSTANCE`] at once) before it is dropped, and an instance that traps
+//! or overruns its budget is dropped at once, so the next request gets a fresh one. Reuse is
+//! what a Workers isolate does too; the edge keeps no request state in the instance, and
+//! its tests run under both. Instantiation stays cheap for when it happens (resident pool
+//! slots). Epoch ticks make a busy guest yield, so an overrun is noticed and the instance
+//! killed; guest work after the response (event batches) gets its own, longer budget.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use tokio::sync::oneshot;
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, GuestTaskId, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
+};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::kv::{EdgeStore, KvView};
 use crate::outbound::OutboundPolicy;
 use crate::variables::{Variables, VariablesView};
 
-/// How often the epoch advances; a request's CPU budget is counted in these ticks.
+/// How often the epoch advances; a busy guest yields to the host at each tick.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// CPU (well, wall-in-guest) budget for producing a response: 100 ticks = 1 s.
-const REQUEST_BUDGET_TICKS: u64 = 100;
+/// Time a request has to produce its response before its instance is killed.
+const REQUEST_BUDGET: Duration = Duration::from_secs(1);
 /// How long background work after the response (sending events) may take.
 const AFTER_RESPONSE_BUDGET: Duration = Duration::from_secs(10);
+/// How long an idle instance is kept for the next request.
+const IDLE_INSTANCE: Duration = Duration::from_secs(5);
+/// Requests one instance serves before it is replaced (wasmtime serve's WASIp3 default).
+pub(crate) const MAX_REUSE: usize = 128;
+/// Requests one instance serves at the same time (wasmtime serve's WASIp3 default).
+const MAX_CONCURRENT_PER_INSTANCE: usize = 16;
+/// Requests in flight across the host; more wait for a permit.
+const MAX_REQUESTS_IN_FLIGHT: usize = 1024;
 /// Largest request body handed to the guest.
 const MAX_REQUEST_BODY: usize = 1024 * 1024;
 /// Bytes of each pooled slot reset in place rather than returned to the kernel.
 const KEEP_RESIDENT: usize = 1 << 20;
-/// Concurrent instances the pool holds; more concurrent requests wait for a slot.
+/// Instances the pool holds at once.
 const POOL_INSTANCES: u32 = 256;
 
+/// Responses go out whole, with a `Content-Length`, as the CDNs send small bodies.
 pub(crate) type Response = http::Response<Full<Bytes>>;
 
 /// Everything shared by all requests.
 pub(crate) struct Runtime {
+    handler: ProxyHandler<Instances>,
+    in_flight: Semaphore,
+}
+
+/// Makes instances; the `ProxyHandler` decides when.
+struct Instances {
     engine: Engine,
-    pre: ServicePre<RequestState>,
+    pre: ProxyPre<InstanceState>,
     store: Arc<EdgeStore>,
     variables: Arc<Variables>,
     outbound: OutboundPolicy,
+    max_reuse: usize,
+    shutting_down: Arc<AtomicBool>,
 }
 
-/// Per-request host state.
-pub(crate) struct RequestState {
+/// Host state of one instance (shared by the requests it serves).
+pub(crate) struct InstanceState {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -59,33 +85,35 @@ pub(crate) struct RequestState {
     variables: Arc<Variables>,
 }
 
-impl WasiView for RequestState {
+impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
-impl WasiHttpView for RequestState {
+impl WasiHttpView for InstanceState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
     }
 }
 
-fn kv_view(state: &mut RequestState) -> KvView<'_> {
+fn kv_view(state: &mut InstanceState) -> KvView<'_> {
     KvView { table: &mut state.table, store: &state.store }
 }
 
-fn variables_view(state: &mut RequestState) -> VariablesView<'_> {
+fn variables_view(state: &mut InstanceState) -> VariablesView<'_> {
     VariablesView(&state.variables)
 }
 
 impl Runtime {
     /// Compiles the component and links it against WASI, `wasi:http`, and our Spin imports.
+    /// `max_reuse` of 1 gives every request a fresh instance.
     pub(crate) fn new(
         component: &Path,
         store: Arc<EdgeStore>,
         variables: Variables,
         outbound: OutboundPolicy,
+        max_reuse: usize,
     ) -> wasmtime::Result<Arc<Runtime>> {
         let mut config = Config::new();
         config.wasm_component_model_async(true);
@@ -98,8 +126,8 @@ impl Runtime {
             .total_stacks(POOL_INSTANCES)
             .max_memory_size(128 << 20)
             // Reset a slot's first pages with memset and keep them mapped: returning them
-            // with madvise on every request costs TLB shootdowns and page faults that
-            // dwarf the handler itself. Batch what still needs madvise.
+            // with madvise on every instantiation costs TLB shootdowns and page faults
+            // that dwarf the handler itself. Batch what still needs madvise.
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
             .async_stack_keep_resident(KEEP_RESIDENT)
@@ -114,13 +142,13 @@ impl Runtime {
             .map_err(|err| wasmtime::format_err!("reading component {}: {err}", component.display()))?;
         let component = Component::new(&engine, &bytes)?;
 
-        let mut linker = Linker::<RequestState>::new(&engine);
+        let mut linker = Linker::<InstanceState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         crate::kv::add_to_linker(&mut linker, kv_view)?;
         crate::variables::add_to_linker(&mut linker, variables_view)?;
-        let pre = ServicePre::new(linker.instantiate_pre(&component)?)?;
+        let pre = ProxyPre::P3(ServicePre::new(linker.instantiate_pre(&component)?)?);
 
         let ticker = engine.weak();
         std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
@@ -131,30 +159,35 @@ impl Runtime {
             }
         })?;
 
-        Ok(Arc::new(Runtime { engine, pre, store, variables: Arc::new(variables), outbound }))
-    }
-
-    fn new_store(&self) -> Store<RequestState> {
-        let state = RequestState {
-            table: ResourceTable::new(),
-            wasi: WasiCtxBuilder::new().inherit_stderr().build(),
-            http: WasiHttpCtx::new(),
-            outbound: self.outbound.clone(),
-            store: self.store.clone(),
-            variables: self.variables.clone(),
+        let instances = Instances {
+            engine,
+            pre,
+            store,
+            variables: Arc::new(variables),
+            outbound,
+            max_reuse: max_reuse.max(1),
+            shutting_down: Arc::default(),
         };
-        let mut store = Store::new(&self.engine, state);
-        store.set_epoch_deadline(REQUEST_BUDGET_TICKS);
-        store
+        Ok(Arc::new(Runtime {
+            handler: ProxyHandler::new(instances),
+            in_flight: Semaphore::new(MAX_REQUESTS_IN_FLIGHT),
+        }))
     }
 
-    /// Runs one request through a fresh instance and returns the guest's response.
-    pub(crate) async fn handle<B>(self: &Arc<Self>, request: http::Request<B>, client: SocketAddr) -> Response
+    /// Runs one request through the component and returns the guest's response, or a
+    /// problem response from the host when the component could not answer.
+    pub(crate) async fn handle<B>(&self, request: http::Request<B>, client: SocketAddr) -> Response
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        match self.run(request, client).await {
+        let _permit = self.in_flight.acquire().await.expect("the in-flight semaphore is never closed");
+        let answer = async {
+            let (parts, body) = self.handler.handle((), for_guest(request, client)).await?.into_parts();
+            let body = body.collect().await.map_err(|err| wasmtime::format_err!("response body: {err}"))?;
+            Ok::<_, wasmtime::Error>(http::Response::from_parts(parts, Full::new(body.to_bytes())))
+        };
+        match answer.await {
             Ok(response) => response,
             Err(err) => {
                 tracing::error!(error = %format!("{err:#}"), "edge component failed");
@@ -167,62 +200,107 @@ impl Runtime {
         }
     }
 
-    async fn run<B>(self: &Arc<Self>, request: http::Request<B>, client: SocketAddr) -> wasmtime::Result<Response>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let mut store = self.new_store();
-        let service = self.pre.instantiate_async(&mut store).await?;
-        let request = for_guest(request, client);
-        let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().outbound, request);
-        let (answer_tx, answer_rx) = oneshot::channel::<wasmtime::Result<Response>>();
+    /// Marks the host as stopping: instances torn down from now on are not failures.
+    pub(crate) fn shut_down(&self) {
+        self.handler.state().shutting_down.store(true, Ordering::Relaxed);
+    }
+}
 
-        // The store is driven right here until the answer is ready; if the guest still has
-        // work then (events sent after the response), the rest moves to a task of its own,
-        // so the client never waits for it and requests without such work pay no spawn.
-        let mut run = Box::pin(async move {
-            let run = store.run_concurrent(async move |accessor| {
-                let answer = async {
-                    let response = service
-                        .handle(accessor, request)
-                        .await?
-                        .map_err(|code| wasmtime::format_err!("guest answered with error code {code:?}"))?;
-                    let response = accessor.with(|access| response.into_http(access, request_io))?;
-                    let (parts, body) = response.into_parts();
-                    let body = body.collect().await.map_err(|err| wasmtime::format_err!("response body: {err:?}"))?;
-                    wasmtime::Result::Ok(http::Response::from_parts(parts, Full::new(body.to_bytes())))
-                };
-                let answered = answer.await;
-                let failed = answered.is_err();
-                let _ = answer_tx.send(answered);
-                if !failed {
-                    std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
-                }
-            });
-            if tokio::time::timeout(AFTER_RESPONSE_BUDGET, run).await.is_err() {
-                tracing::warn!("edge component work after the response exceeded its budget; dropped");
-            }
-        });
-        let mut answer_rx = answer_rx;
-        tokio::select! {
-            biased;
-            answer = &mut answer_rx => {
-                tokio::spawn(run);
-                return answer.unwrap_or_else(|_| Err(wasmtime::format_err!("the component trapped before answering")));
-            }
-            () = &mut run => {}
+impl HandlerState for Instances {
+    type StoreData = InstanceState;
+    type WorkerExpiration = Expiry;
+    type WorkerState = Reuse;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<InstanceState, Expiry, Reuse>> {
+        let state = InstanceState {
+            table: ResourceTable::new(),
+            wasi: WasiCtxBuilder::new().inherit_stderr().build(),
+            http: WasiHttpCtx::new(),
+            outbound: self.outbound.clone(),
+            store: self.store.clone(),
+            variables: self.variables.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        // Yield to the host at every tick, so the expiry below is checked even while
+        // the guest computes.
+        store.epoch_deadline_async_yield_and_update(1);
+        store.set_epoch_deadline(1);
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        Ok(Instance {
+            store,
+            proxy,
+            view: <InstanceState as WasiHttpView>::http,
+            expiration: Expiry { sleep: Box::pin(tokio::time::sleep(Duration::MAX)) },
+            state: Reuse { max_reuse: self.max_reuse, shutting_down: self.shutting_down.clone() },
+        })
+    }
+}
+
+/// When an instance is dropped: when a request overruns its budget, when background work
+/// after the response overruns its own, or after sitting idle.
+pub(crate) struct Expiry {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl WorkerExpiration for Expiry {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, status: WorkerStatus, since: Instant) -> Poll<()> {
+        let budget = match status {
+            WorkerStatus::Requests => REQUEST_BUDGET,
+            WorkerStatus::PostReturn => AFTER_RESPONSE_BUDGET,
+            WorkerStatus::Idle => IDLE_INSTANCE,
+        };
+        let deadline = tokio::time::Instant::from_std(since + budget);
+        let sleep = &mut self.get_mut().sleep;
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
         }
-        answer_rx.await.unwrap_or_else(|_| Err(wasmtime::format_err!("the component trapped before answering")))
+        sleep.as_mut().poll(cx)
+    }
+}
+
+/// How many requests an instance takes, in all and at once.
+pub(crate) struct Reuse {
+    max_reuse: usize,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl WorkerState for Reuse {
+    type StoreData = InstanceState;
+    type RequestData = ();
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.max_reuse {
+            ShouldAccept::Never
+        } else if concurrent >= MAX_CONCURRENT_PER_INSTANCE {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        _store: StoreContextMut<'_, InstanceState>,
+        (): (),
+        _task: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
+        Box::pin(tokio::time::sleep(REQUEST_BUDGET))
+    }
+
+    fn drop(&self, store: Store<InstanceState>, result: wasmtime::Result<()>) {
+        // At shutdown the runtime drops idle workers, which reports them as failed.
+        if let Err(err) = result
+            && !self.shutting_down.load(Ordering::Relaxed)
+        {
+            tracing::warn!(error = %format!("{err:#}"), "edge instance dropped after a failure");
+        }
+        drop(store);
     }
 }
 
 /// The request as the guest sees it: an absolute URI, the client address in Spin's
 /// `spin-client-addr` header (any such header from outside is replaced), a bounded body.
-fn for_guest<B>(
-    request: http::Request<B>,
-    client: SocketAddr,
-) -> http::Request<impl http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static>
+fn for_guest<B>(request: http::Request<B>, client: SocketAddr) -> http::Request<WasiBody>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -238,6 +316,7 @@ where
         http::HeaderValue::from_str(&client.to_string()).expect("socket addresses are valid header values"),
     );
     let body = Limited::new(body, MAX_REQUEST_BODY)
-        .map_err(|_| wasmtime_wasi_http::Error::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)));
+        .map_err(|_| wasmtime_wasi_http::Error::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)))
+        .boxed_unsync();
     http::Request::from_parts(parts, body)
 }

@@ -1,5 +1,5 @@
-//! The HTTP front of the local host: hyper HTTP/1.1 on a TCP listener, one component
-//! instance per request, graceful shutdown.
+//! The HTTP front of the local host: hyper HTTP/1.1 on a TCP listener handing each request
+//! to the runtime, graceful shutdown.
 //!
 //! On SIGINT/SIGTERM the listener closes and connections in flight get a grace period to
 //! finish, like the core.
@@ -59,6 +59,7 @@ pub(crate) async fn serve(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
     }
+    runtime.shut_down();
     Ok(())
 }
 
