@@ -7,5 +7,6 @@
 pub mod gcra;
 pub mod ids;
 pub mod kv;
+pub mod links;
 pub mod settings;
 pub mod time;
