@@ -43,6 +43,8 @@ pub struct Config {
     /// A local edge store (SQLite file, Spin's schema) the core publishes into, for edge
     /// hosts on this machine; `verge dev` uses `<data_dir>/edge/kv.db`.
     pub edge_store: Option<PathBuf>,
+    /// The domain short links get when none is named; the edge serves them on this host.
+    pub links_default_domain: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -67,6 +69,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             log_format: LogFormat::Text,
             edge_store: None,
+            links_default_domain: "localhost".to_owned(),
         }
     }
 }

@@ -90,6 +90,9 @@ fn validate(batch: &EventBatch) -> Result<Vec<String>, ApiError> {
             fail("data", format!("is {} bytes; at most {MAX_DATA_BYTES}", json.len()));
         }
         data.push(json);
+        if event.kind == crate::links::clicks::KIND {
+            errors.extend(crate::links::clicks::check(i, &event.data));
+        }
     }
     if errors.is_empty() { Ok(data) } else { Err(ApiError::validation(errors)) }
 }
@@ -139,6 +142,16 @@ pub(crate) async fn ingest(
         }
         accepted += query.execute(&mut *tx).await?.rows_affected() as usize;
     }
+    let clicks: Vec<crate::links::clicks::Click<'_>> = batch
+        .events
+        .iter()
+        .filter(|event| event.kind == crate::links::clicks::KIND)
+        .map(|event| crate::links::clicks::Click { event_id: &event.id, at: event.at.0, data: &event.data })
+        .collect();
+    let republish = crate::links::clicks::project(&mut tx, &clicks).await?;
     tx.commit().await?;
+    if republish {
+        state.publisher.wake();
+    }
     Ok(Json(IngestResult { accepted, duplicates: batch.events.len() - accepted }))
 }

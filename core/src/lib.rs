@@ -16,6 +16,7 @@ mod events;
 mod health;
 pub mod ids;
 pub mod keys;
+mod links;
 mod metrics;
 mod openapi;
 pub mod pagination;

@@ -28,7 +28,7 @@ use crate::db::Database;
 use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
-use crate::{audit, edge, events, health, keys, openapi};
+use crate::{audit, edge, events, health, keys, links, openapi};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -95,7 +95,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(keys::routes::router())
         .routes(routes!(audit::list_entries))
         .routes(routes!(events::ingest))
-        .routes(routes!(edge::settings::get_settings, edge::settings::put_settings));
+        .routes(routes!(edge::settings::get_settings, edge::settings::put_settings))
+        .routes(routes!(links::api::create_link, links::api::list_links))
+        .routes(routes!(links::api::get_link, links::api::update_link, links::api::delete_link));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

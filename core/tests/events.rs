@@ -14,7 +14,10 @@ fn event(kind: &str) -> Value {
         "id": verge_core::ids::new_id("evt"),
         "kind": kind,
         "at": "2026-11-20T10:00:00Z",
-        "data": {"link": "lnk_x", "country": "DE"},
+        "data": {
+            "link": "lnk_x", "domain": "localhost", "country": "DE", "device": "desktop",
+            "browser": "Chrome", "os": "Windows", "visitor": "0011", "bot": false,
+        },
     })
 }
 
@@ -68,7 +71,8 @@ async fn a_bad_batch_is_refused_whole_with_every_problem_located() {
     let app = TestApp::new().await;
     let ingest = app.key(&[Scope::IngestEvents]).await;
     let good = event("link.click");
-    let bad_id = json!({"id": "lnk_00000000000000000000000000", "kind": "link.click", "at": "2026-11-20T10:00:00Z"});
+    let bad_id =
+        json!({"id": "lnk_00000000000000000000000000", "kind": "flag.evaluation", "at": "2026-11-20T10:00:00Z"});
     let bad_kind = json!({"id": verge_core::ids::new_id("evt"), "kind": "Link Click!", "at": "2026-11-20T10:00:00Z"});
     let reply = app
         .call(
@@ -82,6 +86,13 @@ async fn a_bad_batch_is_refused_whole_with_every_problem_located() {
     let fields: Vec<&str> =
         problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["/events/1/id", "/events/2/kind", "/events/3/id"]);
+
+    // A click must carry what analytics group by.
+    let mut thin = event("link.click");
+    thin["data"] = json!({"link": "lnk_x"});
+    let reply = app.call(Method::POST, "/v1/events", Some(&ingest), Some(json!({"events": [thin]}))).await;
+    let problem = reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "/events/0/data/domain", "{problem}");
     assert_eq!(stored(&app).await, 0, "nothing of a refused batch is stored");
 
     let empty = app.call(Method::POST, "/v1/events", Some(&ingest), Some(json!({"events": []}))).await;

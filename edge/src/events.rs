@@ -24,8 +24,13 @@ pub struct Events {
 }
 
 impl Events {
-    /// Records one event of `kind` (e.g. `link.click`) with string fields.
+    /// Records one event of `kind` (e.g. `edge.not_found`) with string fields.
     pub fn push<H: Host>(&mut self, host: &H, kind: &str, fields: &[(&str, &str)]) {
+        self.push_flagged(host, kind, fields, &[]);
+    }
+
+    /// Records one event with string fields and boolean ones.
+    pub fn push_flagged<H: Host>(&mut self, host: &H, kind: &str, fields: &[(&str, &str)], flags: &[(&str, bool)]) {
         let now = host.now_millis();
         let mut random = [0u8; 10];
         host.fill_random(&mut random);
@@ -46,6 +51,13 @@ impl Events {
             push_string(&mut self.body, name);
             self.body.push(':');
             push_string(&mut self.body, truncate(value));
+        }
+        for (i, (name, value)) in flags.iter().enumerate() {
+            if i > 0 || !fields.is_empty() {
+                self.body.push(',');
+            }
+            push_string(&mut self.body, name);
+            self.body.push_str(if *value { ":true" } else { ":false" });
         }
         self.body.push_str("}}");
         self.count += 1;

@@ -8,6 +8,7 @@
 pub mod events;
 pub mod host;
 mod json;
+mod links;
 pub mod problem;
 mod router;
 #[cfg(all(target_os = "wasi", target_env = "p2"))]

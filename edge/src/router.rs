@@ -32,6 +32,12 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
             _ => method_not_allowed("GET, HEAD"),
         },
         _ => {
+            if let Some(code) = link_code(path) {
+                let domain = request_host(request).to_ascii_lowercase();
+                if let Some(response) = crate::links::serve(host, request, &domain, code, events).await {
+                    return response;
+                }
+            }
             // Unmatched paths are reported (unless the core turned it off): probes and
             // broken links show up in the core.
             if reports_not_found(host).await {
@@ -42,6 +48,14 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
             problem::response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path")
         }
     }
+}
+
+/// `/{code}` with a code that could be a link's (generated or alias).
+fn link_code(path: &str) -> Option<&str> {
+    let code = path.strip_prefix('/')?;
+    let valid =
+        (3..=50).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    valid.then_some(code)
 }
 
 /// Whether the published edge settings ask for `edge.not_found` events. Reporting is the

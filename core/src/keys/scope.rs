@@ -17,16 +17,20 @@ pub enum Scope {
     /// Edge ingest keys: send events back to the core, nothing else.
     #[serde(rename = "events:ingest")]
     IngestEvents,
+    /// Create, change and delete short links and their domains.
+    #[serde(rename = "links:write")]
+    LinksWrite,
 }
 
 impl Scope {
-    pub const ALL: &[Scope] = &[Scope::Admin, Scope::Read, Scope::IngestEvents];
+    pub const ALL: &[Scope] = &[Scope::Admin, Scope::Read, Scope::IngestEvents, Scope::LinksWrite];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Admin => "admin",
             Scope::Read => "read",
             Scope::IngestEvents => "events:ingest",
+            Scope::LinksWrite => "links:write",
         }
     }
 }

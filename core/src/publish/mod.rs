@@ -6,6 +6,11 @@
 //! changed ones under a new version, and rewrites the manifest last (see
 //! `verge_shared::kv`). Outbox rows are deleted only after the manifest is written, so a
 //! publish that dies midway is simply done again: publishing is idempotent and resumable.
+//!
+//! Records the edge looks up one at a time (a link) are not datasets: there may be millions,
+//! and each is read alone, so each has its own key. Their sources own a key prefix, enqueue
+//! the changed key itself, and the publisher rewrites (or deletes) just those keys; a full
+//! publish compares every key with the store and writes only the differences.
 
 pub mod snapshot;
 pub mod store;
@@ -50,7 +55,26 @@ impl DatasetContent {
 pub trait DatasetSource: Send + Sync + std::fmt::Debug {
     /// Every dataset this source publishes, built from the database as it is now.
     async fn build(&self, db: &Database) -> Result<Vec<DatasetContent>, sqlx::Error>;
+
+    /// For sources of individually keyed records: the key prefix they own, wholly (no
+    /// dataset lives under it). Outbox rows under it name one changed key each.
+    fn keyed_prefix(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The current value of each of `keys` (all under the prefix); `None`: must not exist.
+    async fn keyed_values(&self, _db: &Database, _keys: &[String]) -> Result<Vec<KeyedValue>, sqlx::Error> {
+        Ok(Vec::new())
+    }
+
+    /// Every keyed record, for a full publish.
+    async fn keyed_all(&self, _db: &Database) -> Result<Vec<(String, Vec<u8>)>, sqlx::Error> {
+        Ok(Vec::new())
+    }
 }
+
+/// One keyed record's key and its value, `None` when it must be deleted.
+pub type KeyedValue = (String, Option<Vec<u8>>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -77,7 +101,7 @@ pub struct Report {
 
 /// Every capability's dataset source, in publishing order. Capabilities add theirs here.
 pub fn sources() -> Vec<Arc<dyn DatasetSource>> {
-    vec![Arc::new(crate::edge::settings::SettingsSource)]
+    vec![Arc::new(crate::edge::settings::SettingsSource), Arc::new(crate::links::LinksSource)]
 }
 
 /// Records, inside the caller's transaction, that `dataset` changed and must be published.
@@ -91,9 +115,23 @@ pub async fn enqueue(conn: &mut sqlx::AnyConnection, dataset: &str) -> Result<()
     Ok(())
 }
 
-/// Builds every dataset and brings `store` up to date with it; see the module docs.
-/// `progress` is told each key count as parts are written.
+/// Builds every dataset and keyed record and brings `store` up to date with them; see the
+/// module docs. `progress` is told each key count as parts are written.
 pub async fn publish_to(
+    db: &Database,
+    sources: &[Arc<dyn DatasetSource>],
+    store: &dyn EdgeStore,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Report, PublishError> {
+    let mut report = publish_datasets(db, sources, store, progress).await?;
+    for source in sources {
+        reconcile_keyed(db, source.as_ref(), store, &mut report, progress).await?;
+    }
+    Ok(report)
+}
+
+/// Brings the whole-read datasets in `store` up to date, manifest last.
+async fn publish_datasets(
     db: &Database,
     sources: &[Arc<dyn DatasetSource>],
     store: &dyn EdgeStore,
@@ -156,6 +194,62 @@ pub async fn publish_to(
         report.keys_removed += remove_versions(store, &name, |_| true).await?;
     }
     Ok(report)
+}
+
+/// Brings every key of a keyed source in `store` up to date: writes what differs, deletes
+/// what no longer exists.
+async fn reconcile_keyed(
+    db: &Database,
+    source: &dyn DatasetSource,
+    store: &dyn EdgeStore,
+    report: &mut Report,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<(), PublishError> {
+    let Some(prefix) = source.keyed_prefix() else { return Ok(()) };
+    let wanted = source.keyed_all(db).await?;
+    let mut changed = Vec::new();
+    for (key, value) in &wanted {
+        if store.get(key).await?.as_deref() != Some(value.as_slice()) {
+            changed.push((key.clone(), value.clone()));
+        }
+    }
+    for chunk in changed.chunks(500) {
+        store.put_many(chunk).await?;
+        report.keys_written += chunk.len();
+        progress(chunk.len());
+    }
+    let wanted: std::collections::HashSet<&str> = wanted.iter().map(|(key, _)| key.as_str()).collect();
+    let stale: Vec<String> =
+        store.keys_with_prefix(prefix).await?.into_iter().filter(|key| !wanted.contains(key.as_str())).collect();
+    store.delete_many(&stale).await?;
+    report.keys_removed += stale.len();
+    Ok(())
+}
+
+/// Writes the current value of each changed keyed record named by the outbox.
+async fn publish_keys(
+    db: &Database,
+    sources: &[Arc<dyn DatasetSource>],
+    store: &dyn EdgeStore,
+    keys: &[String],
+) -> Result<usize, PublishError> {
+    let mut written = 0;
+    for source in sources {
+        let Some(prefix) = source.keyed_prefix() else { continue };
+        let mine: Vec<String> = keys.iter().filter(|key| key.starts_with(prefix)).cloned().collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let values = source.keyed_values(db, &mine).await?;
+        let (puts, deletes): (Vec<_>, Vec<_>) = values.into_iter().partition(|(_, value)| value.is_some());
+        let puts: Vec<(String, Vec<u8>)> =
+            puts.into_iter().map(|(key, value)| (key, value.unwrap_or_default())).collect();
+        let deletes: Vec<String> = deletes.into_iter().map(|(key, _)| key).collect();
+        store.put_many(&puts).await?;
+        store.delete_many(&deletes).await?;
+        written += puts.len() + deletes.len();
+    }
+    Ok(written)
 }
 
 async fn remove_versions(
@@ -230,12 +324,37 @@ impl Publisher {
         if newest.is_none() && !force {
             return Ok(None);
         }
+        // Rows added while publishing have larger ids and wait for the next round.
+        let pending: Vec<String> = match &newest {
+            Some(newest) => sqlx::query("SELECT DISTINCT dataset FROM outbox WHERE id <= $1")
+                .bind(newest)
+                .fetch_all(self.db.pool())
+                .await?
+                .iter()
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let is_keyed = |name: &String| {
+            self.sources.iter().filter_map(|source| source.keyed_prefix()).any(|prefix| name.starts_with(prefix))
+        };
+        let (keys, datasets): (Vec<String>, Vec<String>) = pending.into_iter().partition(is_keyed);
         let mut reports = Vec::new();
         for store in &self.stores {
-            reports.push(publish_to(&self.db, &self.sources, store.as_ref(), &|_| {}).await?);
+            let report = if force {
+                publish_to(&self.db, &self.sources, store.as_ref(), &|_| {}).await?
+            } else {
+                let mut report = if datasets.is_empty() {
+                    Report::default()
+                } else {
+                    publish_datasets(&self.db, &self.sources, store.as_ref(), &|_| {}).await?
+                };
+                report.keys_written += publish_keys(&self.db, &self.sources, store.as_ref(), &keys).await?;
+                report
+            };
+            reports.push(report);
         }
         if let Some(newest) = newest {
-            // Rows added while publishing have larger ids and wait for the next round.
             sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(newest).execute(self.db.pool()).await?;
         }
         Ok(Some(reports))

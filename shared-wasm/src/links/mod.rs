@@ -226,6 +226,22 @@ pub fn decide(link: &LinkRecord, visit: &Visit<'_>, password_ok: bool) -> Decisi
     Decision::Redirect { status: link.status, location }
 }
 
+/// A visitor's identity for unique counts: SHA-256 over the day, IP and user agent, keyed
+/// by `salt`, first 16 bytes in hex. The day in the hash makes it rotate daily, so the same
+/// person is one visitor per day and nobody can follow them across days; raw IPs are
+/// never sent to the core.
+pub fn visitor_hash(salt: &[u8], day: u64, ip: &str, user_agent: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update((salt.len() as u64).to_le_bytes());
+    hasher.update(salt);
+    hasher.update(day.to_le_bytes());
+    hasher.update((ip.len() as u64).to_le_bytes());
+    hasher.update(ip.as_bytes());
+    hasher.update(user_agent.as_bytes());
+    hasher.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `url` with `query` (already encoded, no `?`) appended, before any fragment.
 pub fn append_query(url: &str, query: &str) -> String {
     let (base, fragment) = match url.find('#') {

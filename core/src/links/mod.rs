@@ -1,0 +1,225 @@
+//! Short links: `/v1/links…` in the core, one KV record per link at the edge, clicks back.
+//!
+//! A write validates, commits the row with its audit entry and an outbox row naming the
+//! link's KV key, and wakes the publisher, which rewrites just that key; the edge answers
+//! redirects from it without calling the core. Click events come back through the ingest
+//! endpoint and are projected into `link_clicks` for analytics.
+
+pub(crate) mod api;
+pub(crate) mod clicks;
+mod codes;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use utoipa::ToSchema;
+use verge_shared::links::password::PasswordHash;
+use verge_shared::links::{self as edge, DomainRecord, LinkRecord};
+
+use crate::db::Database;
+use crate::publish::{DatasetContent, DatasetSource, KeyedValue};
+use crate::time::Millis;
+
+/// UTM parameters appended to every target of a link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Utm {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) medium: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) campaign: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) term: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) content: Option<String>,
+}
+
+impl Utm {
+    /// `url` with these parameters set (replacing any of the same name).
+    fn apply(&self, url: &str) -> String {
+        let pairs = [
+            ("utm_source", &self.source),
+            ("utm_medium", &self.medium),
+            ("utm_campaign", &self.campaign),
+            ("utm_term", &self.term),
+            ("utm_content", &self.content),
+        ];
+        if pairs.iter().all(|(_, value)| value.is_none()) {
+            return url.to_owned();
+        }
+        let Ok(mut parsed) = url::Url::parse(url) else { return url.to_owned() };
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(name, _)| !pairs.iter().any(|(utm, value)| value.is_some() && name == utm))
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        {
+            let mut query = parsed.query_pairs_mut();
+            query.clear().extend_pairs(kept);
+            for (name, value) in pairs {
+                if let Some(value) = value {
+                    query.append_pair(name, value);
+                }
+            }
+        }
+        parsed.to_string()
+    }
+}
+
+/// A short link as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub(crate) struct Link {
+    /// `lnk_…`
+    pub(crate) id: String,
+    pub(crate) domain: String,
+    /// The generated code or the custom alias.
+    pub(crate) code: String,
+    /// `https://<domain>/<code>`
+    pub(crate) short_url: String,
+    /// The destination.
+    pub(crate) url: String,
+    /// 301, 302, 307 or 308.
+    pub(crate) status: u16,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub(crate) expires_at: Option<Millis>,
+    pub(crate) expired_url: Option<String>,
+    pub(crate) max_clicks: Option<i64>,
+    /// Whether visitors must give a password (the password itself is never shown).
+    pub(crate) has_password: bool,
+    pub(crate) tags: Vec<String>,
+    pub(crate) utm: Utm,
+    pub(crate) ios_url: Option<String>,
+    pub(crate) android_url: Option<String>,
+    pub(crate) desktop_url: Option<String>,
+    /// ISO 3166 alpha-2 country code → URL.
+    pub(crate) country_urls: BTreeMap<String, String>,
+    pub(crate) forward_query: bool,
+    /// Clicks counted so far (bots excluded), reconciled from edge events.
+    pub(crate) clicks: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub(crate) created_at: Millis,
+    #[schema(value_type = String, format = DateTime)]
+    pub(crate) updated_at: Millis,
+    /// Not shown; kept for the edge record.
+    #[serde(skip)]
+    pub(crate) password_hash: Option<String>,
+}
+
+impl Link {
+    fn from_row(row: &AnyRow) -> Result<Link, sqlx::Error> {
+        let json = |name: &str| -> Result<String, sqlx::Error> { row.try_get(name) };
+        fn decode<T: serde::de::DeserializeOwned>(name: &str, text: String) -> Result<T, sqlx::Error> {
+            serde_json::from_str(&text).map_err(|err| sqlx::Error::Decode(format!("links.{name}: {err}").into()))
+        }
+        let domain: String = row.try_get("domain")?;
+        let code: String = row.try_get("code")?;
+        let password_hash: Option<String> = row.try_get("password_hash")?;
+        Ok(Link {
+            id: row.try_get("id")?,
+            short_url: format!("https://{domain}/{code}"),
+            domain,
+            code,
+            url: row.try_get("url")?,
+            status: row.try_get::<i32, _>("status")? as u16,
+            expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(Millis),
+            expired_url: row.try_get("expired_url")?,
+            max_clicks: row.try_get("max_clicks")?,
+            has_password: password_hash.is_some(),
+            tags: decode("tags", json("tags")?)?,
+            utm: decode("utm", json("utm")?)?,
+            ios_url: row.try_get("ios_url")?,
+            android_url: row.try_get("android_url")?,
+            desktop_url: row.try_get("desktop_url")?,
+            country_urls: decode("country_urls", json("country_urls")?)?,
+            forward_query: row.try_get::<i32, _>("forward_query")? != 0,
+            clicks: row.try_get("clicks")?,
+            created_at: Millis(row.try_get("created_at")?),
+            updated_at: Millis(row.try_get("updated_at")?),
+            password_hash,
+        })
+    }
+
+    /// The edge's view: UTM baked into every target, exhaustion decided here.
+    fn record(&self) -> LinkRecord {
+        let with_utm = |url: &Option<String>| url.as_deref().map(|url| self.utm.apply(url));
+        LinkRecord {
+            id: self.id.clone(),
+            target: self.utm.apply(&self.url),
+            status: self.status,
+            expires_at: self.expires_at.map(|at| at.0.max(0) as u64),
+            expired_url: self.expired_url.clone(),
+            exhausted: self.max_clicks.is_some_and(|max| self.clicks >= max),
+            password: self.password_hash.as_deref().and_then(PasswordHash::decode),
+            forward_query: self.forward_query,
+            ios: with_utm(&self.ios_url),
+            android: with_utm(&self.android_url),
+            desktop: with_utm(&self.desktop_url),
+            countries: self.country_urls.iter().map(|(country, url)| (country.clone(), self.utm.apply(url))).collect(),
+        }
+    }
+}
+
+/// The KV key of a link, as enqueued in the outbox.
+pub(crate) fn link_key(domain: &str, code: &str) -> String {
+    edge::link_key(domain, code)
+}
+
+/// Publishes one KV record per link and per branded domain.
+#[derive(Debug)]
+pub(crate) struct LinksSource;
+
+#[async_trait::async_trait]
+impl DatasetSource for LinksSource {
+    async fn build(&self, _db: &Database) -> Result<Vec<DatasetContent>, sqlx::Error> {
+        Ok(Vec::new())
+    }
+
+    fn keyed_prefix(&self) -> Option<&'static str> {
+        Some(edge::PREFIX)
+    }
+
+    async fn keyed_values(&self, db: &Database, keys: &[String]) -> Result<Vec<KeyedValue>, sqlx::Error> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            let rest = &key[edge::PREFIX.len()..];
+            let value = match rest.split_once('/') {
+                Some((domain, code)) => sqlx::query("SELECT * FROM links WHERE domain = $1 AND code = $2")
+                    .bind(domain)
+                    .bind(code)
+                    .fetch_optional(db.pool())
+                    .await?
+                    .map(|row| Link::from_row(&row).map(|link| link.record().encode()))
+                    .transpose()?,
+                None => sqlx::query("SELECT not_found_url FROM link_domains WHERE domain = $1")
+                    .bind(rest)
+                    .fetch_optional(db.pool())
+                    .await?
+                    .map(|row| row.try_get("not_found_url").map(|url| DomainRecord { not_found_url: url }.encode()))
+                    .transpose()?,
+            };
+            values.push((key.clone(), value));
+        }
+        Ok(values)
+    }
+
+    async fn keyed_all(&self, db: &Database) -> Result<Vec<(String, Vec<u8>)>, sqlx::Error> {
+        let mut all = Vec::new();
+        for row in sqlx::query("SELECT domain, not_found_url FROM link_domains").fetch_all(db.pool()).await? {
+            let domain: String = row.try_get("domain")?;
+            all.push((
+                edge::domain_key(&domain),
+                DomainRecord { not_found_url: row.try_get("not_found_url")? }.encode(),
+            ));
+        }
+        for row in sqlx::query("SELECT * FROM links").fetch_all(db.pool()).await? {
+            let link = Link::from_row(&row)?;
+            all.push((link_key(&link.domain, &link.code), link.record().encode()));
+        }
+        Ok(all)
+    }
+}

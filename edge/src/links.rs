@@ -1,0 +1,150 @@
+//! Redirects: `GET`/`HEAD /{code}` (and the password form's `POST`) on any link domain,
+//! answered from the link's KV record alone, with a click event after the response.
+//!
+//! The decision itself is `verge_shared::links::decide`; this module reads the record,
+//! describes the visit, renders the answer and reports the click. Unknown codes fall
+//! through to the router's 404 unless the domain names a not-found URL.
+
+use http::{Method, Request, Response, StatusCode, header};
+use verge_shared::links::{self, Decision, DomainRecord, LinkRecord, Visit, agent};
+
+use crate::events::Events;
+use crate::host::Host;
+use crate::router::Body;
+
+/// Serves `code` on `domain` if a link (or the domain's not-found URL) answers it.
+pub(crate) async fn serve<H: Host>(
+    host: &H,
+    request: &Request<Body>,
+    domain: &str,
+    code: &str,
+    events: &mut Events,
+) -> Option<Response<Body>> {
+    let method = request.method();
+    if !(method == Method::GET || method == Method::HEAD || method == Method::POST) {
+        return None;
+    }
+    let Ok(Some(value)) = host.kv_get(&links::link_key(domain, code)).await else {
+        return not_found_url(host, domain).await;
+    };
+    let Ok(link) = LinkRecord::decode(&value) else { return not_found_url(host, domain).await };
+    let user_agent = header_str(request, header::USER_AGENT);
+    let client = host.client();
+    let country = client.country.map(|c| [c[0] as char, c[1] as char].iter().collect::<String>());
+    let visit = Visit {
+        query: request.uri().query(),
+        device: agent::device(user_agent),
+        country: country.as_deref(),
+        now_millis: host.now_millis(),
+    };
+    let submitted = (method == Method::POST).then(|| form_password(request.body())).flatten();
+    let password_ok = match (&link.password, &submitted) {
+        (Some(hash), Some(given)) => hash.verify(given),
+        _ => false,
+    };
+    let decision = links::decide(&link, &visit, password_ok);
+    if let Decision::Redirect { .. } = decision {
+        let bot = method == Method::HEAD || agent::is_bot(user_agent);
+        let ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let visitor = links::visitor_hash(b"verge-visitor-v1", visit.now_millis / 86_400_000, &ip, user_agent);
+        let referrer = referrer_host(header_str(request, header::REFERER));
+        let mut fields = vec![
+            ("link", link.id.as_str()),
+            ("domain", domain),
+            ("device", visit.device.as_str()),
+            ("browser", agent::browser(user_agent)),
+            ("os", agent::os(user_agent)),
+            ("visitor", visitor.as_str()),
+        ];
+        if let Some(country) = &country {
+            fields.push(("country", country));
+        }
+        if let Some(referrer) = referrer {
+            fields.push(("referrer_host", referrer));
+        }
+        events.push_flagged(host, "link.click", &fields, &[("bot", bot)]);
+    }
+    Some(render(decision, method, submitted.is_some()))
+}
+
+async fn not_found_url<H: Host>(host: &H, domain: &str) -> Option<Response<Body>> {
+    let value = host.kv_get(&links::domain_key(domain)).await.ok()??;
+    let url = DomainRecord::decode(&value).ok()?.not_found_url?;
+    Some(redirect(302, &url))
+}
+
+fn render(decision: Decision, method: &Method, tried_password: bool) -> Response<Body> {
+    match decision {
+        // After the password form, 303 turns the POST into a GET of the target.
+        Decision::Redirect { location, .. } if method == Method::POST => redirect(303, &location),
+        Decision::Redirect { status, location } => redirect(status, &location),
+        Decision::Gone => crate::problem::response(StatusCode::GONE, "link_gone", "this link has expired"),
+        Decision::PasswordRequired => password_page(tried_password),
+    }
+}
+
+fn redirect(status: u16, location: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "private, max-age=0")
+        .body(Vec::new())
+        .expect("a valid redirect")
+}
+
+/// The interstitial: a form that posts the password back to the same URL.
+fn password_page(wrong: bool) -> Response<Body> {
+    let notice = if wrong { "<p role=\"alert\">That password is not right.</p>" } else { "" };
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width\"><title>Password required</title></head><body><main>\
+         <h1>This link is protected</h1>{notice}<form method=\"post\"><label>Password \
+         <input type=\"password\" name=\"password\" autofocus required></label> \
+         <button>Continue</button></form></main></body></html>"
+    );
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-frame-options", "DENY")
+        .body(body.into_bytes())
+        .expect("a valid page")
+}
+
+fn header_str(request: &Request<Body>, name: header::HeaderName) -> &str {
+    request.headers().get(name).and_then(|value| value.to_str().ok()).unwrap_or("")
+}
+
+/// The host of an http(s) referrer.
+fn referrer_host(referrer: &str) -> Option<&str> {
+    let rest = referrer.strip_prefix("https://").or_else(|| referrer.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?.split(':').next()?;
+    (!host.is_empty()).then_some(host)
+}
+
+/// `password` from an `application/x-www-form-urlencoded` body.
+fn form_password(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let raw = text.split('&').find_map(|pair| pair.strip_prefix("password="))?;
+    percent_decode(raw)
+}
+
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = raw.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
