@@ -411,7 +411,7 @@ pub(crate) async fn list_links(
     };
     if let Some(tag) = &filter.tag {
         // Tags are a JSON array of strings; match the quoted element.
-        add(" AND tags LIKE ?", format!("%{}%", like_escape(&serde_json::to_string(tag).expect("string"))));
+        add(" AND tags LIKE ? ESCAPE '\\'", format!("%{}%", like_escape(&serde_json::to_string(tag).expect("string"))));
     }
     if let Some(domain) = &filter.domain {
         add(" AND domain = ?", domain.to_ascii_lowercase());
