@@ -101,13 +101,8 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> R
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// The link's fields after validation, ready to store.
-struct Checked {
-    link: Link,
-}
-
 /// Validates every field of `link` (which holds the requested state) in place.
-fn check(mut link: Link, password: Option<&str>, own: &[String]) -> Result<Checked, ApiError> {
+fn check(mut link: Link, password: Option<&str>, own: &[String]) -> Result<Link, ApiError> {
     let mut errors = Vec::new();
     let url = |errors: &mut Vec<FieldError>, field: &str, value: &mut String| match validate::target(field, value, own)
     {
@@ -153,7 +148,7 @@ fn check(mut link: Link, password: Option<&str>, own: &[String]) -> Result<Check
         link.password_hash = Some(PasswordHash::new(password, rand::random()).encode());
     }
     link.has_password = link.password_hash.is_some();
-    if errors.is_empty() { Ok(Checked { link }) } else { Err(ApiError::validation(errors)) }
+    if errors.is_empty() { Ok(link) } else { Err(ApiError::validation(errors)) }
 }
 
 /// The default domain and every registered one: where links live, and where they may not point.
@@ -297,7 +292,7 @@ pub(crate) async fn create_link(
         updated_at: now,
         password_hash: None,
     };
-    let Checked { mut link } = check(draft, new.password.as_deref(), &own)?;
+    let mut link = check(draft, new.password.as_deref(), &own)?;
 
     let actor = principal.actor();
     let mut tx = state.db.begin_write().await?;
@@ -503,7 +498,7 @@ pub(crate) async fn update_link(
         None => None,
     };
     link.updated_at = now_millis();
-    let Checked { link } = check(link, password.as_deref(), &own)?;
+    let link = check(link, password.as_deref(), &own)?;
     update(&mut tx, &link).await?;
     crate::audit::record(&mut tx, &actor, "link.update", "link", &link.id, Some(&before), Some(&link)).await?;
     enqueue(&mut tx, &link_key(&link.domain, &link.code)).await?;
