@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod config;
+mod csv;
 pub mod db;
 mod edge;
 pub mod error;

@@ -29,7 +29,13 @@ async fn settings_default_change_with_an_audit_entry_and_reach_the_edge_store() 
 
     assert_eq!(app.get("/v1/edge/settings", Some(&reader)).await.ok(), &json!({"report_not_found": true}));
     publish::publish_to(db, &publish::sources(), &store, &|_| {}).await.unwrap();
-    assert_eq!(published(&store).await, (1, EdgeSettings { report_not_found: true }), "defaults are published");
+    let (version, first) = published(&store).await;
+    assert_eq!((version, first.report_not_found), (1, true), "defaults are published");
+    // The visitor-hash salt is a fresh 256-bit secret, published but never shown by the API.
+    assert_eq!(first.visitor_salt.len(), 64, "{first:?}");
+    assert!(first.visitor_salt.bytes().all(|b| b.is_ascii_hexdigit()));
+    let shown = app.get("/v1/edge/settings", Some(&admin)).await.ok().to_string();
+    assert!(!shown.contains(&first.visitor_salt), "{shown}");
 
     let reply =
         app.call(Method::PUT, "/v1/edge/settings", Some(&admin), Some(json!({"report_not_found": false}))).await;
@@ -40,7 +46,8 @@ async fn settings_default_change_with_an_audit_entry_and_reach_the_edge_store() 
         .unwrap();
     assert_eq!(outbox.0, 1, "the change and its outbox row commit together");
     publish::publish_to(db, &publish::sources(), &store, &|_| {}).await.unwrap();
-    assert_eq!(published(&store).await, (2, EdgeSettings { report_not_found: false }));
+    let expected = EdgeSettings { report_not_found: false, visitor_salt: first.visitor_salt.clone() };
+    assert_eq!(published(&store).await, (2, expected), "the salt stays across publishes");
 
     let audit = app.get("/v1/audit-log?target_type=edge_settings", Some(&admin)).await;
     let entry = &audit.ok()["items"][0];

@@ -46,7 +46,8 @@ pub(crate) async fn serve<H: Host>(
     if let Decision::Redirect { .. } = decision {
         let bot = method == Method::HEAD || agent::is_bot(user_agent);
         let ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let visitor = links::visitor_hash(b"verge-visitor-v1", visit.now_millis / 86_400_000, &ip, user_agent);
+        let salt = crate::router::edge_settings(host).await.visitor_salt;
+        let visitor = links::visitor_hash(salt.as_bytes(), visit.now_millis / 86_400_000, &ip, user_agent);
         let referrer = referrer_host(header_str(request, header::REFERER));
         let mut fields = vec![
             ("link", link.id.as_str()),

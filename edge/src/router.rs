@@ -40,7 +40,7 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
             }
             // Unmatched paths are reported (unless the core turned it off): probes and
             // broken links show up in the core.
-            if reports_not_found(host).await {
+            if edge_settings(host).await.report_not_found {
                 let domain = request_host(request);
                 let fields = [("method", request.method().as_str()), ("host", domain), ("path", path)];
                 events.push(host, "edge.not_found", &fields);
@@ -58,17 +58,17 @@ fn link_code(path: &str) -> Option<&str> {
     valid.then_some(code)
 }
 
-/// Whether the published edge settings ask for `edge.not_found` events. Reporting is the
-/// default, so an edge that cannot read its settings still reports.
-async fn reports_not_found<H: Host>(host: &H) -> bool {
-    let Ok(Some(manifest)) = host.kv_get(MANIFEST_KEY).await else { return true };
+/// The published edge settings; defaults when they cannot be read, so an edge that has
+/// not seen a publish still reports not-found requests.
+pub(crate) async fn edge_settings<H: Host>(host: &H) -> EdgeSettings {
+    let Ok(Some(manifest)) = host.kv_get(MANIFEST_KEY).await else { return EdgeSettings::default() };
     let Some(version) = Manifest::decode(&manifest).ok().and_then(|m| m.get(settings::DATASET).map(|d| d.version))
     else {
-        return true;
+        return EdgeSettings::default();
     };
     match host.kv_get(&versioned_key(settings::DATASET, version, settings::PART)).await {
-        Ok(Some(value)) => EdgeSettings::decode(&value).map_or(true, |s| s.report_not_found),
-        _ => true,
+        Ok(Some(value)) => EdgeSettings::decode(&value).unwrap_or_default(),
+        _ => EdgeSettings::default(),
     }
 }
 
@@ -206,7 +206,7 @@ mod tests {
     fn unmatched_paths_are_not_reported_when_the_core_turned_it_off() {
         let mut manifest = Manifest { snapshot: 3, datasets: Vec::new() };
         manifest.set(settings::DATASET, 2, "cc");
-        let off = EdgeSettings { report_not_found: false };
+        let off = EdgeSettings { report_not_found: false, ..EdgeSettings::default() };
         let host = FakeHost {
             kv: HashMap::from([
                 (MANIFEST_KEY.to_owned(), manifest.encode()),
@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(get(&host, Method::GET, "/nope").status(), StatusCode::NOT_FOUND);
         assert!(host.sent.borrow().is_empty());
         // An older version of the settings, no longer in the manifest, is not what counts.
-        let on = EdgeSettings { report_not_found: true };
+        let on = EdgeSettings::default();
         let mut host = host;
         host.kv.insert(versioned_key(settings::DATASET, 1, settings::PART), on.encode());
         get(&host, Method::GET, "/nope");

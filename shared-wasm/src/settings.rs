@@ -13,11 +13,14 @@ const FORMAT_LINE: &str = "verge-edge-settings 1";
 pub struct EdgeSettings {
     /// Report requests that match no route as `edge.not_found` events.
     pub report_not_found: bool,
+    /// The secret (hex) mixed with the day into visitor hashes, so a hash cannot be
+    /// reversed by trying every IP address. Empty until the core publishes one.
+    pub visitor_salt: String,
 }
 
 impl Default for EdgeSettings {
     fn default() -> EdgeSettings {
-        EdgeSettings { report_not_found: true }
+        EdgeSettings { report_not_found: true, visitor_salt: String::new() }
     }
 }
 
@@ -32,7 +35,11 @@ impl core::fmt::Display for SettingsError {
 
 impl EdgeSettings {
     pub fn encode(&self) -> Vec<u8> {
-        format!("{FORMAT_LINE}\nreport_not_found={}\n", self.report_not_found).into_bytes()
+        let mut text = format!("{FORMAT_LINE}\nreport_not_found={}\n", self.report_not_found);
+        if !self.visitor_salt.is_empty() {
+            text.push_str(&format!("visitor_salt={}\n", self.visitor_salt));
+        }
+        text.into_bytes()
     }
 
     pub fn decode(value: &[u8]) -> Result<EdgeSettings, SettingsError> {
@@ -44,12 +51,16 @@ impl EdgeSettings {
         let mut settings = EdgeSettings::default();
         for line in lines.filter(|line| !line.is_empty()) {
             let (name, value) = line.split_once('=').ok_or_else(|| SettingsError(format!("bad line `{line}`")))?;
-            if name == "report_not_found" {
-                settings.report_not_found = match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(SettingsError(format!("report_not_found is `{value}`"))),
-                };
+            match name {
+                "report_not_found" => {
+                    settings.report_not_found = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(SettingsError(format!("report_not_found is `{value}`"))),
+                    }
+                }
+                "visitor_salt" => settings.visitor_salt = value.to_owned(),
+                _ => {}
             }
         }
         Ok(settings)
@@ -62,8 +73,10 @@ mod tests {
 
     #[test]
     fn round_trips_and_tolerates_newer_settings() {
-        let off = EdgeSettings { report_not_found: false };
+        let off = EdgeSettings { report_not_found: false, visitor_salt: String::new() };
         assert_eq!(EdgeSettings::decode(&off.encode()).unwrap(), off);
+        let salted = EdgeSettings { report_not_found: true, visitor_salt: "00ff".into() };
+        assert_eq!(EdgeSettings::decode(&salted.encode()).unwrap(), salted);
         let newer = b"verge-edge-settings 1\nsomething_new=7\nreport_not_found=false\n";
         assert_eq!(EdgeSettings::decode(newer).unwrap(), off);
         assert_eq!(EdgeSettings::decode(b"verge-edge-settings 1\n").unwrap(), EdgeSettings::default());

@@ -2,7 +2,8 @@
 //! `edge/settings` dataset.
 //!
 //! Today one switch: whether edges report requests that match no route (`edge.not_found`
-//! events). A change commits with its audit entry and an outbox row, so every edge store
+//! events); the published value also carries the links' visitor-hash salt, a secret that
+//! the API never shows. A change commits with its audit entry and an outbox row, so every edge store
 //! sees it after the next publish (well under a second locally). The KV value is a tiny
 //! `name=value` text with a format line, parsed at the edge without serde.
 
@@ -41,8 +42,8 @@ impl Default for EdgeSettings {
 
 impl EdgeSettings {
     /// The KV value, in the format `verge_shared::settings` defines for both sides.
-    fn to_kv(&self) -> Vec<u8> {
-        verge_shared::settings::EdgeSettings { report_not_found: self.report_not_found }.encode()
+    fn to_kv(&self, visitor_salt: String) -> Vec<u8> {
+        verge_shared::settings::EdgeSettings { report_not_found: self.report_not_found, visitor_salt }.encode()
     }
 }
 
@@ -134,6 +135,7 @@ impl DatasetSource for SettingsSource {
     async fn build(&self, db: &Database) -> Result<Vec<DatasetContent>, sqlx::Error> {
         let mut conn = db.pool().acquire().await?;
         let settings = load(&mut conn).await.map_err(|err| sqlx::Error::Protocol(err.to_string()))?;
-        Ok(vec![DatasetContent { name: DATASET.to_owned(), parts: vec![(PART.to_owned(), settings.to_kv())] }])
+        let salt = crate::links::visitor_salt(&mut conn).await?;
+        Ok(vec![DatasetContent { name: DATASET.to_owned(), parts: vec![(PART.to_owned(), settings.to_kv(salt))] }])
     }
 }

@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use verge_shared::links::password::PasswordHash;
 
 use super::{Link, Utm, codes, link_key, validate};
+use crate::audit::Actor;
 use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
 use crate::keys::{Authorized, Grants, Scope};
 use crate::pagination::{Cursor, Page, PageParams};
@@ -152,7 +153,7 @@ fn check(mut link: Link, password: Option<&str>, own: &[String]) -> Result<Link,
 }
 
 /// The default domain and every registered one: where links live, and where they may not point.
-async fn own_domains(state: &AppState) -> Result<Vec<String>, ApiError> {
+pub(super) async fn own_domains(state: &AppState) -> Result<Vec<String>, ApiError> {
     let mut own = vec![state.config.links_default_domain.clone()];
     for row in sqlx::query("SELECT domain FROM link_domains").fetch_all(state.db.pool()).await? {
         own.push(row.try_get("domain")?);
@@ -255,24 +256,51 @@ pub(crate) async fn create_link(
     ApiJson(new): ApiJson<NewLink>,
 ) -> Result<(StatusCode, Json<Link>), ApiError> {
     let own = own_domains(&state).await?;
+    let draft = draft(new, &own, &state.config.links_default_domain)?;
+    let mut tx = state.db.begin_write().await?;
+    let link = store(&mut tx, &principal.actor(), draft, &mut None).await?;
+    tx.commit().await?;
+    state.publisher.wake();
+    Ok((StatusCode::CREATED, Json(link)))
+}
+
+/// A new link validated whole, waiting for its code.
+#[derive(Debug)]
+pub(super) struct Draft {
+    link: Link,
+    alias: Option<String>,
+}
+
+/// Validates `new` without touching the database: every field error at once.
+pub(super) fn draft(new: NewLink, own: &[String], default_domain: &str) -> Result<Draft, ApiError> {
+    let mut errors = Vec::new();
     let domain = match &new.domain {
-        None => state.config.links_default_domain.clone(),
-        Some(raw) => validate::domain("domain", raw).map_err(|err| ApiError::validation(vec![err]))?,
+        None => default_domain.to_owned(),
+        Some(raw) => match validate::domain("domain", raw) {
+            Ok(domain) if own.contains(&domain) => domain,
+            Ok(domain) => {
+                errors.push(FieldError {
+                    field: "domain".into(),
+                    message: format!("`{domain}` is not a registered link domain"),
+                });
+                domain
+            }
+            Err(err) => {
+                errors.push(err);
+                raw.clone()
+            }
+        },
     };
-    if !own.contains(&domain) {
-        return Err(ApiError::validation(vec![FieldError {
-            field: "domain".into(),
-            message: format!("`{domain}` is not a registered link domain"),
-        }]));
-    }
-    if let Some(alias) = &new.alias {
-        validate::alias(alias).map_err(|err| ApiError::validation(vec![err]))?;
+    if let Some(alias) = &new.alias
+        && let Err(err) = validate::alias(alias)
+    {
+        errors.push(err);
     }
     let now = now_millis();
     let draft = Link {
         id: crate::ids::new_id("lnk"),
         short_url: String::new(),
-        domain: domain.clone(),
+        domain,
         code: String::new(),
         url: new.url,
         status: new.status.unwrap_or(302),
@@ -292,19 +320,40 @@ pub(crate) async fn create_link(
         updated_at: now,
         password_hash: None,
     };
-    let mut link = check(draft, new.password.as_deref(), &own)?;
+    match check(draft, new.password.as_deref(), own) {
+        Ok(link) if errors.is_empty() => Ok(Draft { link, alias: new.alias }),
+        Ok(_) => Err(ApiError::validation(errors)),
+        Err(err) => {
+            errors.extend(err.into_problem().errors);
+            Err(ApiError::validation(errors))
+        }
+    }
+}
 
-    let actor = principal.actor();
-    let mut tx = state.db.begin_write().await?;
-    link.code = match new.alias {
+/// Gives `draft` its code and stores it with its audit entry and outbox row, inside the
+/// caller's transaction. `code_key` caches the code secret across a bulk request.
+pub(super) async fn store(
+    tx: &mut sqlx::AnyConnection,
+    actor: &Actor,
+    draft: Draft,
+    code_key_cache: &mut Option<Vec<u8>>,
+) -> Result<Link, ApiError> {
+    let Draft { mut link, alias } = draft;
+    link.code = match alias {
         Some(alias) => {
-            if code_taken(&mut tx, &domain, &alias).await? {
-                return Err(ApiError::conflict("alias_taken", format!("`{alias}` is already a link on {domain}")));
+            if code_taken(tx, &link.domain, &alias).await? {
+                return Err(ApiError::conflict(
+                    "alias_taken",
+                    format!("`{alias}` is already a link on {}", link.domain),
+                ));
             }
             alias
         }
         None => {
-            let key = code_key(&mut tx).await?;
+            let key = match code_key_cache {
+                Some(key) => key.clone(),
+                None => code_key_cache.insert(code_key(tx).await?).clone(),
+            };
             loop {
                 let next: i64 = sqlx::query("UPDATE link_code_counter SET next = next + 1 WHERE id = 1 RETURNING next")
                     .fetch_one(&mut *tx)
@@ -312,22 +361,20 @@ pub(crate) async fn create_link(
                     .try_get("next")?;
                 let code = codes::code_for(&key, (next - 1) as u64);
                 // Only a custom alias can hold a generated code; take the next number.
-                if !code_taken(&mut tx, &domain, &code).await? {
+                if !code_taken(tx, &link.domain, &code).await? {
                     break code;
                 }
             }
         }
     };
     link.short_url = format!("https://{}/{}", link.domain, link.code);
-    insert(&mut tx, &link).await?;
-    crate::audit::record(&mut tx, &actor, "link.create", "link", &link.id, None, Some(&link)).await?;
-    enqueue(&mut tx, &link_key(&link.domain, &link.code)).await?;
-    tx.commit().await?;
-    state.publisher.wake();
-    Ok((StatusCode::CREATED, Json(link)))
+    insert(tx, &link).await?;
+    crate::audit::record(tx, actor, "link.create", "link", &link.id, None, Some(&link)).await?;
+    enqueue(tx, &link_key(&link.domain, &link.code)).await?;
+    Ok(link)
 }
 
-async fn load(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Link, ApiError> {
+pub(super) async fn load(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Link, ApiError> {
     let row = sqlx::query("SELECT * FROM links WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
     match row {
         Some(row) => Ok(Link::from_row(&row)?),
@@ -363,7 +410,7 @@ impl Grants for LinkReaders {
     const SCOPES: &'static [Scope] = &[Scope::Read, Scope::LinksWrite];
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 pub(crate) struct LinkFilter {
     /// Only links with this tag.
     tag: Option<String>,
@@ -398,45 +445,61 @@ pub(crate) async fn list_links(
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Link>>, ApiError> {
     let cursor = Cursor::from_params(&page)?;
+    let links = filtered(state.db.pool(), &filter, cursor.after(), cursor.fetch_limit()).await?;
+    Ok(Json(cursor.page(links, |link| link.id.clone())))
+}
+
+/// Links matching `filter` with ids below `after` (`''` for the start), newest first.
+pub(super) async fn filtered(
+    pool: &sqlx::AnyPool,
+    filter: &LinkFilter,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<Link>, sqlx::Error> {
+    enum Bind {
+        Text(String),
+        Time(i64),
+    }
     let mut sql = String::from("SELECT * FROM links WHERE ($1 = '' OR id < $1)");
-    let mut binds: Vec<String> = vec![cursor.after().to_owned()];
-    let mut add = |clause: &str, value: String| {
-        binds.push(value);
-        sql.push_str(&clause.replace('?', &format!("${}", binds.len())));
+    let mut binds = vec![Bind::Text(after.to_owned())];
+    let mut add = |clause: &str, values: Vec<Bind>| {
+        let mut clause = clause.to_owned();
+        for value in values {
+            binds.push(value);
+            clause = clause.replacen('?', &format!("${}", binds.len()), 1);
+        }
+        sql.push_str(&clause);
     };
     if let Some(tag) = &filter.tag {
         // Tags are a JSON array of strings; match the quoted element.
-        add(" AND tags LIKE ? ESCAPE '\\'", format!("%{}%", like_escape(&serde_json::to_string(tag).expect("string"))));
+        let quoted = like_escape(&serde_json::to_string(tag).expect("strings serialize"));
+        add(" AND tags LIKE ? ESCAPE '\\'", vec![Bind::Text(format!("%{quoted}%"))]);
     }
     if let Some(domain) = &filter.domain {
-        add(" AND domain = ?", domain.to_ascii_lowercase());
+        add(" AND domain = ?", vec![Bind::Text(domain.to_ascii_lowercase())]);
     }
     if let Some(q) = &filter.q {
         let pattern = format!("%{}%", like_escape(&q.to_lowercase()));
-        add(" AND (LOWER(code) LIKE ? ESCAPE '\\'", pattern.clone());
-        add(" OR LOWER(url) LIKE ? ESCAPE '\\')", pattern);
+        add(
+            " AND (LOWER(code) LIKE ? ESCAPE '\\' OR LOWER(url) LIKE ? ESCAPE '\\')",
+            vec![Bind::Text(pattern.clone()), Bind::Text(pattern)],
+        );
     }
-    let mut query_sql = sql.clone();
-    let mut times = Vec::new();
     if let Some(after) = filter.created_after {
-        times.push(after.0);
-        query_sql.push_str(&format!(" AND created_at >= ${}", binds.len() + times.len()));
+        add(" AND created_at >= ?", vec![Bind::Time(after.0)]);
     }
     if let Some(before) = filter.created_before {
-        times.push(before.0);
-        query_sql.push_str(&format!(" AND created_at < ${}", binds.len() + times.len()));
+        add(" AND created_at < ?", vec![Bind::Time(before.0)]);
     }
-    query_sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", cursor.fetch_limit()));
-    let mut query = sqlx::query(&query_sql);
-    for bind in &binds {
-        query = query.bind(bind);
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+    let mut query = sqlx::query(&sql);
+    for bind in binds {
+        query = match bind {
+            Bind::Text(text) => query.bind(text),
+            Bind::Time(millis) => query.bind(millis),
+        };
     }
-    for time in times {
-        query = query.bind(time);
-    }
-    let rows = query.fetch_all(state.db.pool()).await?;
-    let links = rows.iter().map(Link::from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(cursor.page(links, |link| link.id.clone())))
+    query.fetch_all(pool).await?.iter().map(Link::from_row).collect()
 }
 
 fn like_escape(text: &str) -> String {

@@ -2,12 +2,13 @@
 //!
 //! The projection runs in the ingest transaction and is keyed by the event id, so a
 //! retried batch adds nothing and an acknowledged click is never lost. Each link the batch
-//! touched gets its human click count refreshed; a link with a click limit is re-published
+//! touched gets the human clicks it newly stored added to its count (an increment, not a
+//! recount, so ingest cost does not grow with a link's history); a link with a click limit is re-published
 //! so the edge learns when it is exhausted. The overshoot is bounded by the clicks that
 //! arrive between a click's response and that publish: the event is sent right after the
 //! response, and the publisher is woken by the ingest.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use sqlx::Row;
@@ -44,47 +45,62 @@ pub(crate) fn check(index: usize, data: &Map<String, Value>) -> Vec<FieldError> 
     errors
 }
 
-/// Stores the clicks (once per event id) and refreshes the counts of the links they hit.
+/// Columns of a `link_clicks` row, for building multi-row inserts.
+const COLUMNS: usize = 11;
+/// Rows per insert statement: well inside both dialects' bound-parameter limits.
+const CHUNK: usize = 500;
+
+/// Stores the clicks (once per event id) and adds the newly stored human clicks to their
+/// links' counts; returns whether a link with a click limit needs re-publishing.
 pub(crate) async fn project(conn: &mut sqlx::AnyConnection, clicks: &[Click<'_>]) -> Result<bool, sqlx::Error> {
-    if clicks.is_empty() {
-        return Ok(false);
-    }
     let text = |data: &Map<String, Value>, field: &str| data.get(field).and_then(Value::as_str).map(str::to_owned);
-    let mut links = BTreeSet::new();
-    for click in clicks {
-        let Some(link) = text(click.data, "link") else { continue };
-        sqlx::query(
+    // Human clicks per link among the rows this call actually inserted (RETURNING leaves
+    // out the retried ones), so a count is never bumped twice for one event.
+    let mut added: BTreeMap<String, i64> = BTreeMap::new();
+    for chunk in clicks.chunks(CHUNK) {
+        let rows = (0..chunk.len())
+            .map(|i| {
+                let params = (1..=COLUMNS).map(|c| format!("${}", i * COLUMNS + c)).collect::<Vec<_>>();
+                format!("({})", params.join(", "))
+            })
+            .collect::<Vec<_>>();
+        let sql = format!(
             "INSERT INTO link_clicks (event_id, link_id, at, domain, country, device, browser, os, referrer_host, bot, visitor)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(click.event_id)
-        .bind(&link)
-        .bind(click.at)
-        .bind(text(click.data, "domain").unwrap_or_default())
-        .bind(text(click.data, "country"))
-        .bind(text(click.data, "device").unwrap_or_default())
-        .bind(text(click.data, "browser").unwrap_or_default())
-        .bind(text(click.data, "os").unwrap_or_default())
-        .bind(text(click.data, "referrer_host"))
-        .bind(i32::from(click.data.get("bot").and_then(Value::as_bool).unwrap_or(false)))
-        .bind(text(click.data, "visitor").unwrap_or_default())
-        .execute(&mut *conn)
-        .await?;
-        links.insert(link);
+             VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING link_id, bot",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for click in chunk {
+            query = query
+                .bind(click.event_id)
+                .bind(text(click.data, "link").unwrap_or_default())
+                .bind(click.at)
+                .bind(text(click.data, "domain").unwrap_or_default())
+                .bind(text(click.data, "country"))
+                .bind(text(click.data, "device").unwrap_or_default())
+                .bind(text(click.data, "browser").unwrap_or_default())
+                .bind(text(click.data, "os").unwrap_or_default())
+                .bind(text(click.data, "referrer_host"))
+                .bind(i32::from(click.data.get("bot").and_then(Value::as_bool).unwrap_or(false)))
+                .bind(text(click.data, "visitor").unwrap_or_default());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            if row.try_get::<i32, _>("bot")? == 0 {
+                *added.entry(row.try_get("link_id")?).or_default() += 1;
+            }
+        }
     }
     let mut republish = false;
-    for link in links {
-        sqlx::query(
-            "UPDATE links SET clicks = (SELECT COUNT(*) FROM link_clicks WHERE link_id = $1 AND bot = 0) WHERE id = $1",
-        )
-        .bind(&link)
-        .execute(&mut *conn)
-        .await?;
-        let limited = sqlx::query("SELECT domain, code FROM links WHERE id = $1 AND max_clicks IS NOT NULL")
-            .bind(&link)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(row) = limited {
+    for (link, count) in added {
+        let limited =
+            sqlx::query("UPDATE links SET clicks = clicks + $1 WHERE id = $2 RETURNING domain, code, max_clicks")
+                .bind(count)
+                .bind(&link)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(row) = limited
+            && row.try_get::<Option<i64>, _>("max_clicks")?.is_some()
+        {
             let (domain, code): (String, String) = (row.try_get("domain")?, row.try_get("code")?);
             enqueue(conn, &super::link_key(&domain, &code)).await?;
             republish = true;

@@ -5,9 +5,14 @@
 //! redirects from it without calling the core. Click events come back through the ingest
 //! endpoint and are projected into `link_clicks` for analytics.
 
+pub(crate) mod analytics;
 pub(crate) mod api;
+pub(crate) mod bulk;
 pub(crate) mod clicks;
 mod codes;
+pub(crate) mod domains;
+pub(crate) mod export;
+pub(crate) mod qr;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -162,6 +167,25 @@ impl Link {
             countries: self.country_urls.iter().map(|(country, url)| (country.clone(), self.utm.apply(url))).collect(),
         }
     }
+}
+
+/// The secret salt of visitor hashes (hex), made on first use. The edge mixes it with the
+/// day, so hashes rotate daily and cannot be reversed by hashing every IPv4 address.
+pub(crate) async fn visitor_salt(conn: &mut sqlx::AnyConnection) -> Result<String, sqlx::Error> {
+    const SELECT: &str = "SELECT value FROM settings WHERE name = 'links.visitor_salt'";
+    if let Some(row) = sqlx::query(SELECT).fetch_optional(&mut *conn).await? {
+        return row.try_get("value");
+    }
+    // Two first publishes may race here; the first insert wins and both read it back.
+    sqlx::query(
+        "INSERT INTO settings (name, value, updated_at, updated_by) VALUES ('links.visitor_salt', $1, $2, 'system')
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(hex::encode(rand::random::<[u8; 32]>()))
+    .bind(crate::time::now_millis().0)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(SELECT).fetch_one(&mut *conn).await?.try_get("value")
 }
 
 /// The KV key of a link, as enqueued in the outbox.

@@ -118,7 +118,7 @@ impl TestApp {
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, text: String::from_utf8_lossy(&bytes).into_owned(), json }
+        Reply { status, headers, text: String::from_utf8_lossy(&bytes).into_owned(), json, bytes: bytes.to_vec() }
     }
 
     pub async fn call(&self, method: Method, uri: &str, key: Option<&str>, body: Option<Value>) -> Reply {
@@ -147,6 +147,7 @@ pub struct Reply {
     pub headers: axum::http::HeaderMap,
     pub text: String,
     pub json: Value,
+    pub bytes: Vec<u8>,
 }
 
 impl Reply {
