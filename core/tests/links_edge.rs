@@ -47,6 +47,8 @@ async fn links_redirect_at_the_edge_in_every_case_and_clicks_come_back() {
     let mut command = verge(&config, dir.path());
     // The tests reach the edge as 127.0.0.1, so that is the links' default domain.
     command.env("VERGE_LINKS_DEFAULT_DOMAIN", "127.0.0.1");
+    // As if a CDN in front of this PoP reported the client's country.
+    command.env("VERGE_EDGE_COUNTRY_HEADER", "x-test-country");
     let (_dev, lines) = start_dev(command);
     let api = Api {
         core: field(&lines, "core API").trim_end_matches("/v1").to_owned(),
@@ -84,6 +86,47 @@ async fn links_redirect_at_the_edge_in_every_case_and_clicks_come_back() {
     assert_eq!(desktop.header("location"), Some("https://example.com/desk"));
     let phone = http(&edge, "GET", "/spring-sale", &ua(IPHONE), "");
     assert_eq!(phone.header("location"), Some("https://apps.apple.com/x"), "device targeting");
+
+    // Country targeting wins over device targeting; without a country, device decides.
+    let (_, intl) = api.call(
+        "POST",
+        "/v1/links",
+        Some(
+            json!({"url": "https://example.com/world", "alias": "intl", "country_urls": {"de": "https://example.de/"},
+            "ios_url": "https://apps.apple.com/intl"}),
+        ),
+    );
+    assert_eq!(intl["country_urls"], json!({"DE": "https://example.de/"}));
+    let german =
+        edge_until(&edge, "GET", "/intl", &[("user-agent", IPHONE), ("x-test-country", "de")], |r| r.status == 302);
+    assert_eq!(german.header("location"), Some("https://example.de/"));
+    let french = http(&edge, "GET", "/intl", &[("user-agent", IPHONE), ("x-test-country", "FR")], "");
+    assert_eq!(french.header("location"), Some("https://apps.apple.com/intl"));
+    // Only the trusted header counts: the edge's own header from a client is replaced.
+    let spoofed = http(&edge, "GET", "/intl", &[("user-agent", BROWSER), ("verge-client-country", "DE")], "");
+    assert_eq!(spoofed.header("location"), Some("https://example.com/world"));
+
+    // A branded domain: its links answer only under its host, unknown codes go to its
+    // not-found URL, and the default domain does not serve its links.
+    let (status, _) = api.call(
+        "POST",
+        "/v1/links/domains",
+        Some(json!({"domain": "go.brand.test", "not_found_url": "https://brand.test/missing"})),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = api.call(
+        "POST",
+        "/v1/links",
+        Some(json!({"url": "https://brand.test/offer", "domain": "go.brand.test", "alias": "offer"})),
+    );
+    assert_eq!(status, 201);
+    let branded = [("user-agent", BROWSER), ("host", "go.brand.test")];
+    let offer =
+        edge_until(&edge, "GET", "/offer", &branded, |r| r.header("location") == Some("https://brand.test/offer"));
+    assert_eq!(offer.status, 302);
+    assert_eq!(http(&edge, "GET", "/offer", &ua(BROWSER), "").status, 404, "not on the default domain");
+    let missing = http(&edge, "GET", "/nothing-here", &branded, "");
+    assert_eq!((missing.status, missing.header("location")), (302, Some("https://brand.test/missing")));
 
     // Expired: 410, or the expired URL.
     let past = "2020-01-01T00:00:00Z";
@@ -126,12 +169,30 @@ async fn links_redirect_at_the_edge_in_every_case_and_clicks_come_back() {
     let clicks = api.call("GET", &format!("/v1/links/{id}"), None).1["clicks"].as_i64().unwrap();
     assert!((2..=4).contains(&clicks), "bounded overshoot: {clicks}");
 
-    // Bots are not counted; deleted links stop being served.
+    // Analytics: bots (a crawler, a HEAD) counted apart, a returning visitor once.
     let first = link["id"].as_str().unwrap();
+    http(&edge, "GET", &format!("/{code}"), &ua(BROWSER), "");
     http(&edge, "GET", &format!("/{code}"), &ua("Mozilla/5.0 (compatible; Googlebot/2.1)"), "");
     http(&edge, "HEAD", &format!("/{code}"), &ua(BROWSER), "");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(api.call("GET", &format!("/v1/links/{first}"), None).1["clicks"], 1, "only the one human click");
+    http(&edge, "GET", &format!("/{code}"), &[("user-agent", IPHONE), ("referer", "https://news.example/story")], "");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let figures = loop {
+        let (_, figures) =
+            api.call("GET", &format!("/v1/links/{first}/analytics?tz=Europe/Berlin&interval=hour"), None);
+        if figures["clicks"] == 3 && figures["bot_clicks"] == 2 || Instant::now() > deadline {
+            break figures;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!((figures["clicks"].as_i64(), figures["bot_clicks"].as_i64()), (Some(3), Some(2)), "{figures}");
+    assert_eq!(figures["uniques"], 2, "the desktop visitor came twice: {figures}");
+    let devices: Vec<_> =
+        figures["devices"].as_array().unwrap().iter().map(|d| (d["value"].clone(), d["clicks"].clone())).collect();
+    assert_eq!(devices, [(json!("desktop"), json!(2)), (json!("ios"), json!(1))]);
+    assert_eq!(figures["referrers"][1], json!({"value": "news.example", "clicks": 1, "uniques": 1}), "{figures}");
+    assert_eq!(api.call("GET", &format!("/v1/links/{first}"), None).1["clicks"], 3, "human clicks only");
+
+    // Deleted links stop being served.
     assert_eq!(api.call("DELETE", &format!("/v1/links/{first}"), None).0, 204);
     edge_until(&edge, "GET", &format!("/{code}"), &ua(BROWSER), |r| r.status == 404);
 }

@@ -86,7 +86,13 @@ async fn serve(request: Request) -> http::Response<Full<Bytes>> {
             .and_then(|value| value.to_str().ok())
             .and_then(|addr| addr.parse::<SocketAddr>().ok())
             .map(|addr| addr.ip()),
-        country: None,
+        // Set by the local host from a trusted proxy's header (see deploy/local); Spin
+        // itself reports no country.
+        country: request
+            .headers()
+            .get("verge-client-country")
+            .and_then(|value| <[u8; 2]>::try_from(value.as_bytes()).ok())
+            .filter(|code| code.iter().all(u8::is_ascii_uppercase)),
     };
     let (parts, body) = request.into_parts();
     let body = match body.bytes().await {

@@ -47,6 +47,11 @@ struct Args {
     /// request a fresh instance, as Fastly does.
     #[arg(long, env = "VERGE_EDGE_MAX_INSTANCE_REUSE", default_value_t = runtime::MAX_REUSE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_instance_reuse: usize,
+    /// A header through which a trusted proxy in front of this PoP reports the client's
+    /// country (e.g. `cf-ipcountry`); it drives country targeting. Without it the edge
+    /// sees no country, and a country header a client sends is ignored.
+    #[arg(long, env = "VERGE_EDGE_COUNTRY_HEADER")]
+    country_header: Option<http::HeaderName>,
     /// How long connections in flight may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 5000)]
     shutdown_grace_ms: u64,
@@ -87,6 +92,7 @@ async fn run(args: Args) -> Result<(), String> {
         variables::Variables(variables),
         outbound,
         args.max_instance_reuse,
+        args.country_header.clone(),
     )
     .map_err(|err| format!("loading component {}: {err:#}", args.component.display()))?;
     tracing::info!(component = %args.component.display(), compile_ms = started.elapsed().as_millis() as u64, "component ready");

@@ -62,7 +62,13 @@ pub(crate) type Response = http::Response<Full<Bytes>>;
 pub(crate) struct Runtime {
     handler: ProxyHandler<Instances>,
     in_flight: Semaphore,
+    /// The header a trusted proxy in front of this PoP puts the client's country in.
+    country_header: Option<http::HeaderName>,
 }
+
+/// Where the guest finds the client's country (ISO 3166 alpha-2), as the edge's Spin entry
+/// reads it. Set only by this host: a value the client sent is always replaced.
+pub(crate) const COUNTRY_HEADER: &str = "verge-client-country";
 
 /// Makes instances; the `ProxyHandler` decides when.
 struct Instances {
@@ -114,6 +120,7 @@ impl Runtime {
         variables: Variables,
         outbound: OutboundPolicy,
         max_reuse: usize,
+        country_header: Option<http::HeaderName>,
     ) -> wasmtime::Result<Arc<Runtime>> {
         let mut config = Config::new();
         config.wasm_component_model_async(true);
@@ -171,6 +178,7 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             handler: ProxyHandler::new(instances),
             in_flight: Semaphore::new(MAX_REQUESTS_IN_FLIGHT),
+            country_header,
         }))
     }
 
@@ -183,7 +191,8 @@ impl Runtime {
     {
         let _permit = self.in_flight.acquire().await.expect("the in-flight semaphore is never closed");
         let answer = async {
-            let (parts, body) = self.handler.handle((), for_guest(request, client)).await?.into_parts();
+            let (parts, body) =
+                self.handler.handle((), for_guest(request, client, self.country_header.as_ref())).await?.into_parts();
             let body = body.collect().await.map_err(|err| wasmtime::format_err!("response body: {err}"))?;
             Ok::<_, wasmtime::Error>(http::Response::from_parts(parts, Full::new(body.to_bytes())))
         };
@@ -299,8 +308,13 @@ impl WorkerState for Reuse {
 }
 
 /// The request as the guest sees it: an absolute URI, the client address in Spin's
-/// `spin-client-addr` header (any such header from outside is replaced), a bounded body.
-fn for_guest<B>(request: http::Request<B>, client: SocketAddr) -> http::Request<WasiBody>
+/// `spin-client-addr` header (any such header from outside is replaced), the country from
+/// the trusted `country_header` if one is configured and holds two letters, a bounded body.
+fn for_guest<B>(
+    request: http::Request<B>,
+    client: SocketAddr,
+    country_header: Option<&http::HeaderName>,
+) -> http::Request<WasiBody>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -315,6 +329,15 @@ where
         "spin-client-addr",
         http::HeaderValue::from_str(&client.to_string()).expect("socket addresses are valid header values"),
     );
+    let country = country_header
+        .and_then(|name| parts.headers.get(name))
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| value.len() == 2 && value.bytes().all(|b| b.is_ascii_alphabetic()))
+        .map(|value| http::HeaderValue::from_str(&value.to_ascii_uppercase()).expect("two letters"));
+    parts.headers.remove(COUNTRY_HEADER);
+    if let Some(country) = country {
+        parts.headers.insert(COUNTRY_HEADER, country);
+    }
     let body = Limited::new(body, MAX_REQUEST_BODY)
         .map_err(|_| wasmtime_wasi_http::Error::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)))
         .boxed_unsync();
