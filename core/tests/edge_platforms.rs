@@ -45,8 +45,36 @@ fn run_ok(command: &mut Command) -> String {
 }
 
 /// What must be identical everywhere: status, the headers the application sets, the body.
-fn essence(reply: &Reply) -> (u16, Option<&str>, Option<&str>, Option<&str>, &str) {
-    (reply.status, reply.header("content-type"), reply.header("allow"), reply.header("cache-control"), &reply.body)
+type Essence<'a> = (u16, [Option<&'a str>; 4], &'a str);
+
+fn essence(reply: &Reply) -> Essence<'_> {
+    let header = |name| reply.header(name);
+    (reply.status, [header("content-type"), header("allow"), header("cache-control"), header("location")], &reply.body)
+}
+
+const BROWSER: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+
+/// Short links covering each kind of answer, plus one per platform to tell its clicks apart.
+fn create_links(core: &common::process::CoreForEdges) -> Vec<(String, String)> {
+    let links = serde_json::json!({"links": [
+        {"url": "https://example.com/plain", "alias": "plain", "utm": {"source": "edge"}, "forward_query": true},
+        {"url": "https://example.com/desk", "alias": "device", "ios_url": "https://apps.apple.com/x", "status": 307},
+        {"url": "https://example.com/old", "alias": "gone", "expires_at": "2020-01-01T00:00:00Z"},
+        {"url": "https://example.com/secret", "alias": "secret", "password": "open sesame"},
+        {"url": "https://example.com/l", "alias": "from-local"},
+        {"url": "https://example.com/c", "alias": "from-cloudflare"},
+        {"url": "https://example.com/f", "alias": "from-fastly"},
+    ]});
+    let (status, created) = core.call("POST", "/v1/links/bulk", &links);
+    assert_eq!((status, &created["created"]), (200, &serde_json::json!(7)), "{created}");
+    created["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["link"]["code"].as_str().unwrap().to_owned(), r["link"]["id"].as_str().unwrap().to_owned()))
+        .collect()
 }
 
 #[tokio::test]
@@ -67,6 +95,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     // A core to report to, and an ingest key for the edges.
     let core = start_core_for_edges(&config, work);
     let (core_url, ingest_key) = (core.url.clone(), core.ingest_key.clone());
+    let links = create_links(&core);
 
     // One state, published for each platform.
     for target in ["local", "cloudflare", "fastly"] {
@@ -176,12 +205,36 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
         health.body, r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1}}"#,
         "the local host reads the publish"
     );
-    let probes: [(&str, &str); 4] =
-        [("GET", "/__verge/health"), ("HEAD", "/__verge/health"), ("POST", "/__verge/health"), ("GET", "/missing")];
-    for (method, path) in probes {
-        let expected = http(&local_url, method, path, &[], "");
+    let browser = [("user-agent", BROWSER)];
+    let iphone = [("user-agent", IPHONE)];
+    let form = [("user-agent", BROWSER), ("content-type", "application/x-www-form-urlencoded")];
+    #[rustfmt::skip]
+    let probes: [(&str, &str, &[(&str, &str)], &str); 13] = [
+        ("GET", "/__verge/health", &[], ""),
+        ("HEAD", "/__verge/health", &[], ""),
+        ("POST", "/__verge/health", &[], ""),
+        ("GET", "/missing", &[], ""),
+        ("GET", "/plain?ref=x", &browser, ""),
+        ("HEAD", "/plain", &browser, ""),
+        ("GET", "/device", &browser, ""),
+        ("GET", "/device", &iphone, ""),
+        ("GET", "/gone", &browser, ""),
+        ("GET", "/secret", &browser, ""),
+        ("POST", "/secret", &form, "password=wrong"),
+        ("POST", "/secret", &form, "password=open+sesame"),
+        ("GET", "/nolink1", &browser, ""),
+    ];
+    let plain = http(&local_url, "GET", "/plain?ref=x", &browser, "");
+    assert_eq!(
+        (plain.status, plain.header("location")),
+        (302, Some("https://example.com/plain?utm_source=edge&ref=x"))
+    );
+    let opened = http(&local_url, "POST", "/secret", &form, "password=open+sesame");
+    assert_eq!((opened.status, opened.header("location")), (303, Some("https://example.com/secret")));
+    for (method, path, headers, body) in probes {
+        let expected = http(&local_url, method, path, headers, body);
         for (platform, url) in &platforms[1..] {
-            let reply = http(url, method, path, &[], "");
+            let reply = http(url, method, path, headers, body);
             assert_eq!(
                 essence(&reply),
                 essence(&expected),
@@ -198,6 +251,24 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
         platforms
             .iter()
             .all(|(platform, _)| reported.iter().any(|data| data.contains(&format!("/reported/{platform}"))))
+    })
+    .await;
+
+    // And each platform's clicks come back as `link.click` events: a human click counted,
+    // a bot's flagged.
+    for (platform, url) in &platforms {
+        let code = format!("from-{platform}");
+        assert_eq!(http(url, "GET", &format!("/{code}"), &browser, "").status, 302, "{platform}");
+        let bot = [("user-agent", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")];
+        assert_eq!(http(url, "GET", &format!("/{code}"), &bot, "").status, 302, "{platform}");
+    }
+    let ids: Vec<&str> = links[4..].iter().map(|(_, id)| id.as_str()).collect();
+    wait_for_events(&config, work, "link.click", Duration::from_secs(15), |clicks| {
+        ids.iter().all(|id| {
+            let mine: Vec<_> = clicks.iter().filter(|data| data.contains(id)).collect();
+            mine.iter().any(|data| data.contains("\"bot\":false") && data.contains("\"device\":\"desktop\""))
+                && mine.iter().any(|data| data.contains("\"bot\":true"))
+        })
     })
     .await;
 }

@@ -219,12 +219,25 @@ pub fn workspace_root() -> &'static Path {
 pub struct CoreForEdges {
     pub _process: Running,
     pub url: String,
+    pub admin: String,
     pub ingest_key: String,
+}
+
+impl CoreForEdges {
+    /// An admin API call; the status and the JSON answer.
+    pub fn call(&self, method: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let auth = format!("Bearer {}", self.admin);
+        let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+        let reply = http(&self.url, method, path, &headers, &body.to_string());
+        (reply.status, serde_json::from_str(&reply.body).unwrap_or(serde_json::Value::Null))
+    }
 }
 
 pub fn start_core_for_edges(config: &Config, work: &Path) -> CoreForEdges {
     let mut command = verge(config, work);
     command.args(["dev", "--no-edge", "--port", "0"]);
+    // Edges under test are reached as 127.0.0.1: that is where short links live.
+    command.env("VERGE_LINKS_DEFAULT_DOMAIN", "127.0.0.1");
     let (process, lines) = start_until(command, |line| line.starts_with("Press Ctrl-C"));
     let url = field(&lines, "core API").trim_end_matches("/v1").to_owned();
     let admin = field(&lines, "admin key").to_owned();
@@ -238,7 +251,7 @@ pub fn start_core_for_edges(config: &Config, work: &Path) -> CoreForEdges {
     assert_eq!(created.status, 201, "{}", created.body);
     let ingest_key =
         serde_json::from_str::<serde_json::Value>(&created.body).unwrap()["token"].as_str().unwrap().to_owned();
-    CoreForEdges { _process: process, url, ingest_key }
+    CoreForEdges { _process: process, url, admin, ingest_key }
 }
 
 /// Starts `verge edge serve` over `store`, reporting to `core`, with extra environment for

@@ -125,6 +125,11 @@ impl Runtime {
         let mut config = Config::new();
         config.wasm_component_model_async(true);
         config.epoch_interruption(true);
+        // `VERGE_EDGE_PROFILER=perfmap` names JIT-compiled guest code for `perf` (the
+        // redirect benchmark uses it to measure time spent inside the guest).
+        if std::env::var("VERGE_EDGE_PROFILER").as_deref() == Ok("perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
             .total_core_instances(POOL_INSTANCES * 4)
