@@ -45,6 +45,9 @@ fn run_ok(command: &mut Command) -> String {
 }
 
 /// What must be identical everywhere: status, the headers the application sets, the body.
+/// A request: method, path, headers, body.
+type Probe<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
 type Essence<'a> = (u16, [Option<&'a str>; 4], &'a str);
 
 fn essence(reply: &Reply) -> Essence<'_> {
@@ -209,7 +212,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     let iphone = [("user-agent", IPHONE)];
     let form = [("user-agent", BROWSER), ("content-type", "application/x-www-form-urlencoded")];
     #[rustfmt::skip]
-    let probes: [(&str, &str, &[(&str, &str)], &str); 13] = [
+    let probes: [Probe<'_>; 13] = [
         ("GET", "/__verge/health", &[], ""),
         ("HEAD", "/__verge/health", &[], ""),
         ("POST", "/__verge/health", &[], ""),

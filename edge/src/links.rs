@@ -29,11 +29,12 @@ pub(crate) async fn serve<H: Host>(
     };
     let Ok(link) = LinkRecord::decode(&value) else { return not_found_url(host, domain).await };
     let user_agent = header_str(request, header::USER_AGENT);
+    let agent = agent::Agent::parse(user_agent);
     let client = host.client();
     let country = client.country.map(|c| [c[0] as char, c[1] as char].iter().collect::<String>());
     let visit = Visit {
         query: request.uri().query(),
-        device: agent::device(user_agent),
+        device: agent.device,
         country: country.as_deref(),
         now_millis: host.now_millis(),
     };
@@ -44,17 +45,17 @@ pub(crate) async fn serve<H: Host>(
     };
     let decision = links::decide(&link, &visit, password_ok);
     if let Decision::Redirect { .. } = decision {
-        let bot = method == Method::HEAD || agent::is_bot(user_agent);
+        let bot = method == Method::HEAD || agent.bot;
         let ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
-        let salt = crate::router::edge_settings(host).await.visitor_salt;
+        let salt = visitor_salt(host).await;
         let visitor = links::visitor_hash(salt.as_bytes(), visit.now_millis / 86_400_000, &ip, user_agent);
         let referrer = referrer_host(header_str(request, header::REFERER));
         let mut fields = vec![
             ("link", link.id.as_str()),
             ("domain", domain),
             ("device", visit.device.as_str()),
-            ("browser", agent::browser(user_agent)),
-            ("os", agent::os(user_agent)),
+            ("browser", agent.browser),
+            ("os", agent.os),
             ("visitor", visitor.as_str()),
         ];
         if let Some(country) = &country {
@@ -66,6 +67,21 @@ pub(crate) async fn serve<H: Host>(
         events.push_flagged(host, "link.click", &fields, &[("bot", bot)]);
     }
     Some(render(decision, method, submitted.is_some()))
+}
+
+/// The published visitor-hash salt. It never changes once made, so an instance that
+/// lives on (platforms reuse them) reads it from KV once; until the first publish it is
+/// empty and read again next time.
+async fn visitor_salt<H: Host>(host: &H) -> std::sync::Arc<str> {
+    static SALT: std::sync::OnceLock<std::sync::Arc<str>> = std::sync::OnceLock::new();
+    if let Some(salt) = SALT.get() {
+        return salt.clone();
+    }
+    let salt: std::sync::Arc<str> = crate::router::edge_settings(host).await.visitor_salt.into();
+    if !salt.is_empty() {
+        let _ = SALT.set(salt.clone());
+    }
+    salt
 }
 
 async fn not_found_url<H: Host>(host: &H, domain: &str) -> Option<Response<Body>> {

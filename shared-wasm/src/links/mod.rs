@@ -239,7 +239,18 @@ pub fn visitor_hash(salt: &[u8], day: u64, ip: &str, user_agent: &str) -> String
     hasher.update((ip.len() as u64).to_le_bytes());
     hasher.update(ip.as_bytes());
     hasher.update(user_agent.as_bytes());
-    hasher.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&hasher.finalize()[..16])
+}
+
+/// Lower-case hex, without a formatter call per byte (this runs on every click).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
 }
 
 /// `url` with `query` (already encoded, no `?`) appended, before any fragment.

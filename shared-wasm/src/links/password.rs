@@ -5,6 +5,7 @@
 //! [`ITERATIONS`] costs a few milliseconds in wasm. The count is stored with the hash, so
 //! it can be raised later without breaking existing links. Only the hash is ever in KV.
 
+use super::hex;
 use pbkdf2::pbkdf2_hmac;
 use sha2::Sha256;
 
@@ -50,10 +51,6 @@ impl PasswordHash {
         let hash = unhex(parts.next()?)?;
         parts.next().is_none().then_some(PasswordHash { iterations, salt, hash })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
