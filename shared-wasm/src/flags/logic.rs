@@ -1,0 +1,452 @@
+//! JsonLogic, as flagd uses it for targeting, with flagd's custom operators
+//! (`fractional`, `sem_ver`, `starts_with`, `ends_with`).
+//!
+//! Rules are checked once when a flag set is loaded ([`check`]: every operator known,
+//! every rule object a single operator), so evaluation never meets an unknown operator and
+//! cannot fail: an operator given arguments it cannot use yields `null`, which targeting
+//! treats as "no match" and answers with the default variant, as flagd does.
+
+use serde_json::{Map, Number, Value};
+
+use super::murmur3::murmur3_x86_32;
+use super::semver;
+
+const OPERATORS: &[&str] = &[
+    "var",
+    "missing",
+    "missing_some",
+    "if",
+    "?:",
+    "==",
+    "===",
+    "!=",
+    "!==",
+    "!",
+    "!!",
+    "or",
+    "and",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "max",
+    "min",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "map",
+    "filter",
+    "reduce",
+    "all",
+    "none",
+    "some",
+    "merge",
+    "in",
+    "cat",
+    "substr",
+    "fractional",
+    "sem_ver",
+    "starts_with",
+    "ends_with",
+];
+
+/// Where a rule is broken: a JSON pointer into the rule, and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub pointer: String,
+    pub message: String,
+}
+
+/// Checks that every operator in `rule` is known.
+pub fn check(rule: &Value) -> Result<(), RuleError> {
+    check_at(rule, String::new())
+}
+
+fn check_at(rule: &Value, pointer: String) -> Result<(), RuleError> {
+    match rule {
+        Value::Array(items) => {
+            items.iter().enumerate().try_for_each(|(i, item)| check_at(item, format!("{pointer}/{i}")))
+        }
+        Value::Object(map) => {
+            let mut entries = map.iter();
+            let (Some((operator, args)), None) = (entries.next(), entries.next()) else {
+                return Err(RuleError {
+                    pointer,
+                    message: format!("a rule object holds exactly one operator, not {}", map.len()),
+                });
+            };
+            if !OPERATORS.contains(&operator.as_str()) {
+                return Err(RuleError { pointer, message: format!("unknown operator `{operator}`") });
+            }
+            check_at(args, format!("{pointer}/{}", operator.replace('~', "~0").replace('/', "~1")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Evaluates `rule` against `data`. `flag_key` and the targeting key feed `fractional`.
+pub(crate) fn evaluate(rule: &Value, data: &Value) -> Value {
+    match rule {
+        Value::Object(map) if map.len() == 1 => {
+            let (operator, args) = map.iter().next().expect("one entry");
+            let args: Vec<&Value> = match args {
+                Value::Array(items) => items.iter().collect(),
+                other => vec![other],
+            };
+            apply(operator, &args, data)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|item| evaluate(item, data)).collect()),
+        other => other.clone(),
+    }
+}
+
+fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
+    let arg = |i: usize| args.get(i).map_or(Value::Null, |rule| evaluate(rule, data));
+    match operator {
+        "var" => var(&arg(0), args.get(1).map(|rule| evaluate(rule, data)), data),
+        "missing" => missing(args, data),
+        "missing_some" => {
+            let need = number(&arg(0)).unwrap_or(0.0) as usize;
+            let keys = arg(1);
+            let keys: Vec<Value> = keys.as_array().cloned().unwrap_or_default();
+            let absent: Vec<Value> = keys.iter().filter(|key| var(key, None, data).is_null()).cloned().collect();
+            if keys.len() - absent.len() >= need { Value::Array(Vec::new()) } else { Value::Array(absent) }
+        }
+        "if" | "?:" => {
+            let mut i = 0;
+            while i + 1 < args.len() {
+                if truthy(&evaluate(args[i], data)) {
+                    return evaluate(args[i + 1], data);
+                }
+                i += 2;
+            }
+            if i < args.len() { evaluate(args[i], data) } else { Value::Null }
+        }
+        "==" => Value::Bool(loose_equal(&arg(0), &arg(1))),
+        "!=" => Value::Bool(!loose_equal(&arg(0), &arg(1))),
+        "===" => Value::Bool(strict_equal(&arg(0), &arg(1))),
+        "!==" => Value::Bool(!strict_equal(&arg(0), &arg(1))),
+        "!" => Value::Bool(!truthy(&arg(0))),
+        "!!" => Value::Bool(truthy(&arg(0))),
+        "or" => {
+            let mut last = Value::Null;
+            for rule in args {
+                last = evaluate(rule, data);
+                if truthy(&last) {
+                    break;
+                }
+            }
+            last
+        }
+        "and" => {
+            let mut last = Value::Null;
+            for rule in args {
+                last = evaluate(rule, data);
+                if !truthy(&last) {
+                    break;
+                }
+            }
+            last
+        }
+        "<" | "<=" | ">" | ">=" => {
+            let values: Vec<Value> = args.iter().map(|rule| evaluate(rule, data)).collect();
+            let holds = |a: &Value, b: &Value| match compare(a, b) {
+                Some(order) => match operator {
+                    "<" => order.is_lt(),
+                    "<=" => order.is_le(),
+                    ">" => order.is_gt(),
+                    _ => order.is_ge(),
+                },
+                None => false,
+            };
+            // `{"<": [a, b, c]}` is "between" for `<` and `<=`.
+            let pairs = if values.len() == 3 && operator.starts_with('<') { 2 } else { 1 };
+            Value::Bool(values.len() > pairs && (0..pairs).all(|i| holds(&values[i], &values[i + 1])))
+        }
+        "max" | "min" => {
+            let numbers: Option<Vec<f64>> = args.iter().map(|rule| number(&evaluate(rule, data))).collect();
+            match numbers {
+                Some(numbers) if !numbers.is_empty() => {
+                    let pick = if operator == "max" { f64::max } else { f64::min };
+                    to_value(numbers.into_iter().reduce(pick).expect("not empty"))
+                }
+                _ => Value::Null,
+            }
+        }
+        "+" | "*" => {
+            let numbers: Option<Vec<f64>> = args.iter().map(|rule| number(&evaluate(rule, data))).collect();
+            match numbers {
+                Some(numbers) => {
+                    to_value(if operator == "+" { numbers.iter().sum() } else { numbers.iter().product() })
+                }
+                None => Value::Null,
+            }
+        }
+        "-" => match (number(&arg(0)), args.len()) {
+            (Some(a), 1) => to_value(-a),
+            (Some(a), _) => number(&arg(1)).map_or(Value::Null, |b| to_value(a - b)),
+            _ => Value::Null,
+        },
+        "/" | "%" => match (number(&arg(0)), number(&arg(1))) {
+            (Some(_), Some(0.0)) => Value::Null,
+            (Some(a), Some(b)) => to_value(if operator == "/" { a / b } else { a % b }),
+            _ => Value::Null,
+        },
+        "map" | "filter" | "all" | "none" | "some" => {
+            let items = arg(0);
+            let items = items.as_array().cloned().unwrap_or_default();
+            let Some(rule) = args.get(1) else { return Value::Null };
+            match operator {
+                "map" => Value::Array(items.iter().map(|item| evaluate(rule, item)).collect()),
+                "filter" => Value::Array(items.into_iter().filter(|item| truthy(&evaluate(rule, item))).collect()),
+                "all" => Value::Bool(!items.is_empty() && items.iter().all(|item| truthy(&evaluate(rule, item)))),
+                "none" => Value::Bool(!items.iter().any(|item| truthy(&evaluate(rule, item)))),
+                _ => Value::Bool(items.iter().any(|item| truthy(&evaluate(rule, item)))),
+            }
+        }
+        "reduce" => {
+            let items = arg(0);
+            let Some(rule) = args.get(1) else { return Value::Null };
+            let mut accumulator = arg(2);
+            for item in items.as_array().cloned().unwrap_or_default() {
+                let mut scope = Map::new();
+                scope.insert("current".into(), item);
+                scope.insert("accumulator".into(), accumulator);
+                accumulator = evaluate(rule, &Value::Object(scope));
+            }
+            accumulator
+        }
+        "merge" => {
+            let mut merged = Vec::new();
+            for rule in args {
+                match evaluate(rule, data) {
+                    Value::Array(items) => merged.extend(items),
+                    other => merged.push(other),
+                }
+            }
+            Value::Array(merged)
+        }
+        "in" => match (arg(0), arg(1)) {
+            (Value::String(needle), Value::String(haystack)) => Value::Bool(haystack.contains(&needle)),
+            (needle, Value::Array(items)) => Value::Bool(items.iter().any(|item| strict_equal(item, &needle))),
+            _ => Value::Bool(false),
+        },
+        "cat" => Value::String(args.iter().map(|rule| to_text(&evaluate(rule, data))).collect::<Vec<_>>().concat()),
+        "substr" => {
+            let text: Vec<char> = to_text(&arg(0)).chars().collect();
+            let len = text.len() as i64;
+            let start = number(&arg(1)).unwrap_or(0.0) as i64;
+            let start = if start < 0 { (len + start).max(0) } else { start.min(len) };
+            let end = match args.get(2).map(|rule| number(&evaluate(rule, data))) {
+                Some(Some(count)) if count < 0.0 => (len + count as i64).max(start),
+                Some(Some(count)) => (start + count as i64).min(len),
+                _ => len,
+            };
+            Value::String(text[start as usize..end.max(start) as usize].iter().collect())
+        }
+        "starts_with" | "ends_with" => match (args.len(), arg(0), arg(1)) {
+            (2, Value::String(text), Value::String(affix)) => {
+                Value::Bool(if operator == "starts_with" { text.starts_with(&affix) } else { text.ends_with(&affix) })
+            }
+            _ => Value::Null,
+        },
+        "sem_ver" => {
+            if args.len() != 3 {
+                return Value::Null;
+            }
+            match arg(1) {
+                Value::String(op) => semver::compare(&arg(0), &op, &arg(2)).map_or(Value::Null, Value::Bool),
+                _ => Value::Null,
+            }
+        }
+        "fractional" => fractional(args, data),
+        _ => Value::Null,
+    }
+}
+
+/// flagd's `fractional`: `[bucket key?, [variant, weight]…]`. Without a key, the flag key
+/// and the targeting key are hashed. The current algorithm: MurmurHash3 x86 32-bit of the
+/// key, scaled to the total weight with `(hash * total) >> 32`, then the first bucket whose
+/// cumulative weight exceeds it. Weights below zero count as zero; a shorthand bucket
+/// `[variant]` weighs 1.
+fn fractional(args: &[&Value], data: &Value) -> Value {
+    let (key, buckets) = match args.first().map(|rule| evaluate(rule, data)) {
+        Some(Value::Array(_)) | None => {
+            let flag_key = var(&Value::String("$flagd.flagKey".into()), None, data);
+            let targeting_key = var(&Value::String("targetingKey".into()), None, data);
+            (format!("{}{}", to_text(&flag_key), to_text(&targeting_key)), args)
+        }
+        Some(Value::String(key)) => (key, &args[1..]),
+        Some(_) => return Value::Null,
+    };
+    let mut weighted = Vec::with_capacity(buckets.len());
+    for bucket in buckets {
+        let Value::Array(parts) = evaluate(bucket, data) else { return Value::Null };
+        let (variant, weight) = match parts.as_slice() {
+            [variant] => (variant.clone(), 1u64),
+            [variant, weight] => (variant.clone(), number(weight).map_or(0, |w| w.max(0.0) as u64)),
+            _ => return Value::Null,
+        };
+        weighted.push((variant, weight));
+    }
+    let total: u64 = weighted.iter().map(|(_, weight)| weight).sum();
+    if total == 0 {
+        return Value::Null;
+    }
+    let hash = u64::from(murmur3_x86_32(key.as_bytes(), 0));
+    let point = (u128::from(hash) * u128::from(total)) >> 32;
+    let mut cumulative = 0u128;
+    for (variant, weight) in weighted {
+        cumulative += u128::from(weight);
+        if point < cumulative {
+            return variant;
+        }
+    }
+    Value::Null
+}
+
+/// `var`: a dotted path (or index) into `data`; `""` is all of it; `default` when absent.
+fn var(path: &Value, default: Option<Value>, data: &Value) -> Value {
+    let path = match path {
+        Value::Null => return data.clone(),
+        Value::String(path) if path.is_empty() => return data.clone(),
+        Value::Array(items) => return var(items.first().unwrap_or(&Value::Null), items.get(1).cloned(), data),
+        other => to_text(other),
+    };
+    let mut current = data;
+    for segment in path.split('.') {
+        let next = match current {
+            Value::Object(map) => map.get(segment),
+            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        };
+        match next {
+            Some(value) => current = value,
+            None => return default.unwrap_or(Value::Null),
+        }
+    }
+    if current.is_null() { default.unwrap_or(Value::Null) } else { current.clone() }
+}
+
+fn missing(args: &[&Value], data: &Value) -> Value {
+    let keys: Vec<Value> = match args.first().map(|rule| evaluate(rule, data)) {
+        Some(Value::Array(items)) => items,
+        _ => args.iter().map(|rule| evaluate(rule, data)).collect(),
+    };
+    Value::Array(keys.into_iter().filter(|key| var(key, None, data).is_null()).collect())
+}
+
+/// JsonLogic truthiness: `false`, `null`, `0`, `""` and `[]` are false.
+pub(crate) fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|n| n != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(_) => true,
+    }
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        Value::Null => Some(0.0),
+        _ => None,
+    }
+}
+
+fn to_value(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        Value::Number(Number::from(n as i64))
+    } else {
+        Number::from_f64(n).map_or(Value::Null, Value::Number)
+    }
+}
+
+/// How `cat` and keys show a value: strings bare, numbers as JavaScript prints them.
+pub(crate) fn to_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn strict_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+/// JavaScript's `==` for the JSON types.
+fn loose_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Null, _) | (_, Value::Null) => false,
+        (Value::String(x), Value::String(y)) => x == y,
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Array(_) | Value::Object(_), _) | (_, Value::Array(_) | Value::Object(_)) => a == b,
+        _ => match (number(a), number(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        },
+    }
+}
+
+fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        _ => number(a)?.partial_cmp(&number(b)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn eval(rule: Value, data: Value) -> Value {
+        check(&rule).unwrap();
+        evaluate(&rule, &data)
+    }
+
+    #[test]
+    fn the_common_operators() {
+        assert_eq!(eval(json!({"==": [1, "1"]}), json!({})), json!(true));
+        assert_eq!(eval(json!({"===": [1, "1"]}), json!({})), json!(false));
+        assert_eq!(eval(json!({"var": "a.b"}), json!({"a": {"b": 7}})), json!(7));
+        assert_eq!(eval(json!({"var": ["x", 3]}), json!({})), json!(3));
+        assert_eq!(eval(json!({"<": [1, {"var": "n"}, 10]}), json!({"n": 5})), json!(true));
+        assert_eq!(eval(json!({"in": ["b", ["a", "b"]]}), json!({})), json!(true));
+        assert_eq!(eval(json!({"and": [true, "x", 0]}), json!({})), json!(0));
+        assert_eq!(eval(json!({"or": [false, "", "y"]}), json!({})), json!("y"));
+        assert_eq!(eval(json!({"+": [1, 2.5]}), json!({})), json!(3.5));
+        assert_eq!(eval(json!({"cat": ["v", 1.0, "-", 2]}), json!({})), json!("v1-2"));
+        assert_eq!(eval(json!({"substr": ["jsonlogic", -5, 3]}), json!({})), json!("log"));
+        assert_eq!(eval(json!({"missing": ["a", "b"]}), json!({"a": 1})), json!(["b"]));
+        assert_eq!(eval(json!({"map": [[1, 2], {"*": [{"var": ""}, 2]}]}), json!({})), json!([2, 4]));
+        assert_eq!(
+            eval(json!({"reduce": [[1, 2, 3], {"+": [{"var": "current"}, {"var": "accumulator"}]}, 0]}), json!({})),
+            json!(6)
+        );
+        assert_eq!(eval(json!({"if": [false, 1, false, 2]}), json!({})), json!(null));
+    }
+
+    #[test]
+    fn broken_rules_are_located() {
+        let error = check(&json!({"if": [{"bogus": [1]}, "a", "b"]})).unwrap_err();
+        assert_eq!(error.pointer, "/if/0");
+        assert!(error.message.contains("bogus"));
+        assert_eq!(check(&json!({"if": [{"a": 1, "b": 2}]})).unwrap_err().pointer, "/if/0");
+    }
+}

@@ -1,0 +1,309 @@
+//! Feature flags in the flagd flag-definition format, evaluated the same way in the core
+//! and at every edge.
+//!
+//! A [`FlagSet`] is read once from flagd JSON (`flags`, shared `$evaluators`, `metadata`):
+//! `$ref`s are resolved and every targeting rule is checked then, so a request evaluates a
+//! ready tree and never re-reads the set. A flag whose rule cannot be used (an unknown
+//! operator, a `$ref` to no evaluator) is kept with its problem and answers `PARSE_ERROR`,
+//! as flagd does, while the rest of the set keeps working; [`FlagSet::problems`] lists
+//! them for the admin, which refuses such a set. Reasons and error codes are
+//! OpenFeature's.
+
+mod logic;
+mod murmur3;
+mod semver;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+pub use logic::{RuleError, check};
+
+/// The type an evaluation asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagType {
+    Boolean,
+    String,
+    Integer,
+    Float,
+    Object,
+}
+
+impl FlagType {
+    fn admits(self, value: &Value) -> bool {
+        match self {
+            FlagType::Boolean => value.is_boolean(),
+            FlagType::String => value.is_string(),
+            FlagType::Integer => value.is_i64() || value.is_u64(),
+            FlagType::Float => value.is_number(),
+            FlagType::Object => value.is_object() || value.is_array(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Static,
+    Default,
+    TargetingMatch,
+    Disabled,
+    Error,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Static => "STATIC",
+            Reason::Default => "DEFAULT",
+            Reason::TargetingMatch => "TARGETING_MATCH",
+            Reason::Disabled => "DISABLED",
+            Reason::Error => "ERROR",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    FlagNotFound,
+    ParseError,
+    TypeMismatch,
+    TargetingKeyMissing,
+    InvalidContext,
+    General,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
+            ErrorCode::ParseError => "PARSE_ERROR",
+            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
+            ErrorCode::TargetingKeyMissing => "TARGETING_KEY_MISSING",
+            ErrorCode::InvalidContext => "INVALID_CONTEXT",
+            ErrorCode::General => "GENERAL",
+        }
+    }
+}
+
+/// The outcome of one evaluation. `value` is `None` when the caller's own default applies
+/// (an error, a disabled flag, or no default variant).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution {
+    pub value: Option<Value>,
+    pub variant: Option<String>,
+    pub reason: Reason,
+    pub error: Option<(ErrorCode, String)>,
+    pub metadata: Map<String, Value>,
+}
+
+impl Resolution {
+    fn error(code: ErrorCode, message: String, metadata: Map<String, Value>) -> Resolution {
+        Resolution { value: None, variant: None, reason: Reason::Error, error: Some((code, message)), metadata }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Flag {
+    enabled: bool,
+    variants: Map<String, Value>,
+    default_variant: Option<String>,
+    /// `Ok(None)`: no targeting. `Err`: why the rule cannot be used.
+    targeting: Result<Option<Value>, RuleError>,
+    metadata: Map<String, Value>,
+}
+
+/// A whole flagd flag set, ready to evaluate.
+#[derive(Debug, Clone, Default)]
+pub struct FlagSet {
+    flags: BTreeMap<String, Flag>,
+}
+
+/// A flag set that cannot be read at all (not the flagd shape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagSetError(pub RuleError);
+
+impl core::fmt::Display for FlagSetError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.0.pointer, self.0.message)
+    }
+}
+
+fn invalid(pointer: String, message: impl Into<String>) -> FlagSetError {
+    FlagSetError(RuleError { pointer, message: message.into() })
+}
+
+impl FlagSet {
+    pub fn parse(json: &str) -> Result<FlagSet, FlagSetError> {
+        let value: Value = serde_json::from_str(json).map_err(|err| invalid(String::new(), err.to_string()))?;
+        FlagSet::from_value(&value)
+    }
+
+    pub fn from_value(value: &Value) -> Result<FlagSet, FlagSetError> {
+        let root = value.as_object().ok_or_else(|| invalid(String::new(), "a flag set is a JSON object"))?;
+        let flags = root
+            .get("flags")
+            .and_then(Value::as_object)
+            .ok_or_else(|| invalid("/flags".into(), "`flags` must be an object of flags"))?;
+        let empty = Map::new();
+        let evaluators = match root.get("$evaluators") {
+            None => &empty,
+            Some(Value::Object(map)) => map,
+            Some(_) => return Err(invalid("/$evaluators".into(), "`$evaluators` must be an object")),
+        };
+        let set_metadata = match root.get("metadata") {
+            None => Map::new(),
+            Some(Value::Object(map)) => map.clone(),
+            Some(_) => return Err(invalid("/metadata".into(), "`metadata` must be an object")),
+        };
+        let mut compiled = BTreeMap::new();
+        for (key, definition) in flags {
+            let at = format!("/flags/{}", key.replace('~', "~0").replace('/', "~1"));
+            compiled.insert(key.clone(), Flag::read(definition, &at, evaluators, &set_metadata)?);
+        }
+        Ok(FlagSet { flags: compiled })
+    }
+
+    /// Flags whose targeting cannot be used, with where and why.
+    pub fn problems(&self) -> Vec<(String, RuleError)> {
+        let mut problems = Vec::new();
+        for (key, flag) in &self.flags {
+            if let Err(err) = &flag.targeting {
+                problems.push((key.clone(), err.clone()));
+            }
+        }
+        problems
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.flags.keys().map(String::as_str)
+    }
+
+    /// Evaluates `key` for `context` at `now_secs` (Unix seconds). `expected` is the type
+    /// the caller asks for; `None` accepts any.
+    pub fn evaluate(
+        &self,
+        key: &str,
+        expected: Option<FlagType>,
+        context: &Map<String, Value>,
+        now_secs: u64,
+    ) -> Resolution {
+        let Some(flag) = self.flags.get(key) else {
+            return Resolution::error(ErrorCode::FlagNotFound, format!("flag `{key}` not found"), Map::new());
+        };
+        let metadata = flag.metadata.clone();
+        if !flag.enabled {
+            return Resolution { value: None, variant: None, reason: Reason::Disabled, error: None, metadata };
+        }
+        let (variant, reason) = match &flag.targeting {
+            Err(err) => {
+                let message = format!("targeting at {}: {}", err.pointer, err.message);
+                return Resolution::error(ErrorCode::ParseError, message, metadata);
+            }
+            Ok(None) => (flag.default_variant.clone(), Reason::Static),
+            Ok(Some(rule)) => {
+                let mut data = context.clone();
+                let mut flagd = Map::new();
+                flagd.insert("flagKey".into(), Value::String(key.to_owned()));
+                flagd.insert("timestamp".into(), Value::from(now_secs));
+                data.insert("$flagd".into(), Value::Object(flagd));
+                match logic::evaluate(rule, &Value::Object(data)) {
+                    Value::Null => (flag.default_variant.clone(), Reason::Default),
+                    Value::String(name) => (Some(name), Reason::TargetingMatch),
+                    Value::Bool(b) => (Some(b.to_string()), Reason::TargetingMatch),
+                    Value::Number(n) => (Some(logic::to_text(&Value::Number(n))), Reason::TargetingMatch),
+                    other => {
+                        let message = format!("targeting returned {other}, not a variant name");
+                        return Resolution::error(ErrorCode::General, message, metadata);
+                    }
+                }
+            }
+        };
+        let Some(variant) = variant else {
+            // No default variant: the caller's default, as flagd answers.
+            return Resolution { value: None, variant: None, reason: Reason::Default, error: None, metadata };
+        };
+        let Some(value) = flag.variants.get(&variant) else {
+            let message = format!("targeting chose variant `{variant}`, which flag `{key}` does not have");
+            return Resolution::error(ErrorCode::General, message, metadata);
+        };
+        if let Some(expected) = expected
+            && !expected.admits(value)
+        {
+            let message = format!("flag `{key}` is not of type {expected:?}");
+            return Resolution::error(ErrorCode::TypeMismatch, message, metadata);
+        }
+        Resolution { value: Some(value.clone()), variant: Some(variant), reason, error: None, metadata }
+    }
+}
+
+impl Flag {
+    fn read(
+        definition: &Value,
+        at: &str,
+        evaluators: &Map<String, Value>,
+        set_metadata: &Map<String, Value>,
+    ) -> Result<Flag, FlagSetError> {
+        let definition = definition.as_object().ok_or_else(|| invalid(at.into(), "a flag is an object"))?;
+        let enabled = match definition.get("state").and_then(Value::as_str) {
+            Some("ENABLED") => true,
+            Some("DISABLED") => false,
+            _ => return Err(invalid(format!("{at}/state"), "`state` must be ENABLED or DISABLED")),
+        };
+        let variants = match definition.get("variants") {
+            Some(Value::Object(map)) if !map.is_empty() => map.clone(),
+            _ => return Err(invalid(format!("{at}/variants"), "`variants` must be a non-empty object")),
+        };
+        let default_variant = match definition.get("defaultVariant") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) if variants.contains_key(name) => Some(name.clone()),
+            Some(other) => {
+                return Err(invalid(format!("{at}/defaultVariant"), format!("{other} is not one of the variants")));
+            }
+        };
+        let targeting = match definition.get("targeting") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(map)) if map.is_empty() => Ok(None),
+            Some(rule) => resolve_refs(rule, evaluators, 0)
+                .and_then(|rule| logic::check(&rule).map(|()| Some(rule)))
+                .map_err(|err| RuleError { pointer: format!("{at}/targeting{}", err.pointer), ..err }),
+        };
+        let mut metadata = set_metadata.clone();
+        match definition.get("metadata") {
+            None => {}
+            Some(Value::Object(map)) => metadata.extend(map.clone()),
+            Some(_) => return Err(invalid(format!("{at}/metadata"), "`metadata` must be an object")),
+        }
+        Ok(Flag { enabled, variants, default_variant, targeting, metadata })
+    }
+}
+
+/// `rule` with every `{"$ref": name}` replaced by that shared evaluator.
+fn resolve_refs(rule: &Value, evaluators: &Map<String, Value>, depth: usize) -> Result<Value, RuleError> {
+    if depth > 16 {
+        return Err(RuleError { pointer: String::new(), message: "`$ref`s nest too deep (a cycle?)".into() });
+    }
+    match rule {
+        Value::Object(map) if map.len() == 1 && map.contains_key("$ref") => {
+            let name = map["$ref"].as_str().unwrap_or_default();
+            let target = evaluators.get(name).ok_or_else(|| RuleError {
+                pointer: String::new(),
+                message: format!("`$ref` to `{name}`, which is not among the `$evaluators`"),
+            })?;
+            resolve_refs(target, evaluators, depth + 1)
+        }
+        Value::Object(map) => {
+            let mut resolved = Map::new();
+            for (name, value) in map {
+                resolved.insert(name.clone(), resolve_refs(value, evaluators, depth)?);
+            }
+            Ok(Value::Object(resolved))
+        }
+        Value::Array(items) => {
+            items.iter().map(|item| resolve_refs(item, evaluators, depth)).collect::<Result<_, _>>().map(Value::Array)
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
