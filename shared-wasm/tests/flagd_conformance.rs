@@ -211,7 +211,8 @@ fn run(flags: &FlagSet, case: &Case) -> Result<(), String> {
             }
             "the flag was evaluated with details" => {
                 let (kind, key, _) = flag.as_ref().ok_or("no flag before evaluation")?;
-                result = Some(flags.evaluate(key, Some(flag_type(kind)), &context, 1_700_000_000));
+                result =
+                    Some(flags.evaluate(key, Some(flag_type(kind)), &Value::Object(context.clone()), 1_700_000_000));
             }
             "the resolved details value should be \"_\"" => {
                 let (kind, _, fallback) = flag.as_ref().unwrap();

@@ -86,8 +86,23 @@ fn check_at(rule: &Value, pointer: String) -> Result<(), RuleError> {
     }
 }
 
-/// Evaluates `rule` against `data`. `flag_key` and the targeting key feed `fractional`.
-pub(crate) fn evaluate(rule: &Value, data: &Value) -> Value {
+/// What a rule reads: the evaluation context (or, inside `map` and friends, the current
+/// element), and flagd's injected `$flagd` properties, kept apart so the context is built
+/// once per request, not once per flag.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scope<'a> {
+    pub(crate) data: &'a Value,
+    pub(crate) flagd: &'a Value,
+}
+
+impl<'a> Scope<'a> {
+    fn with(&self, data: &'a Value) -> Scope<'a> {
+        Scope { data, flagd: self.flagd }
+    }
+}
+
+/// Evaluates `rule` in `scope`.
+pub(crate) fn evaluate(rule: &Value, scope: &Scope<'_>) -> Value {
     match rule {
         Value::Object(map) if map.len() == 1 => {
             let (operator, args) = map.iter().next().expect("one entry");
@@ -95,34 +110,34 @@ pub(crate) fn evaluate(rule: &Value, data: &Value) -> Value {
                 Value::Array(items) => items.iter().collect(),
                 other => vec![other],
             };
-            apply(operator, &args, data)
+            apply(operator, &args, scope)
         }
-        Value::Array(items) => Value::Array(items.iter().map(|item| evaluate(item, data)).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|item| evaluate(item, scope)).collect()),
         other => other.clone(),
     }
 }
 
-fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
-    let arg = |i: usize| args.get(i).map_or(Value::Null, |rule| evaluate(rule, data));
+fn apply(operator: &str, args: &[&Value], scope: &Scope<'_>) -> Value {
+    let arg = |i: usize| args.get(i).map_or(Value::Null, |rule| evaluate(rule, scope));
     match operator {
-        "var" => var(&arg(0), args.get(1).map(|rule| evaluate(rule, data)), data),
-        "missing" => missing(args, data),
+        "var" => var(&arg(0), args.get(1).map(|rule| evaluate(rule, scope)), scope),
+        "missing" => missing(args, scope),
         "missing_some" => {
             let need = number(&arg(0)).unwrap_or(0.0) as usize;
             let keys = arg(1);
             let keys: Vec<Value> = keys.as_array().cloned().unwrap_or_default();
-            let absent: Vec<Value> = keys.iter().filter(|key| var(key, None, data).is_null()).cloned().collect();
+            let absent: Vec<Value> = keys.iter().filter(|key| var(key, None, scope).is_null()).cloned().collect();
             if keys.len() - absent.len() >= need { Value::Array(Vec::new()) } else { Value::Array(absent) }
         }
         "if" | "?:" => {
             let mut i = 0;
             while i + 1 < args.len() {
-                if truthy(&evaluate(args[i], data)) {
-                    return evaluate(args[i + 1], data);
+                if truthy(&evaluate(args[i], scope)) {
+                    return evaluate(args[i + 1], scope);
                 }
                 i += 2;
             }
-            if i < args.len() { evaluate(args[i], data) } else { Value::Null }
+            if i < args.len() { evaluate(args[i], scope) } else { Value::Null }
         }
         "==" => Value::Bool(loose_equal(&arg(0), &arg(1))),
         "!=" => Value::Bool(!loose_equal(&arg(0), &arg(1))),
@@ -133,7 +148,7 @@ fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
         "or" => {
             let mut last = Value::Null;
             for rule in args {
-                last = evaluate(rule, data);
+                last = evaluate(rule, scope);
                 if truthy(&last) {
                     break;
                 }
@@ -143,7 +158,7 @@ fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
         "and" => {
             let mut last = Value::Null;
             for rule in args {
-                last = evaluate(rule, data);
+                last = evaluate(rule, scope);
                 if !truthy(&last) {
                     break;
                 }
@@ -151,7 +166,7 @@ fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
             last
         }
         "<" | "<=" | ">" | ">=" => {
-            let values: Vec<Value> = args.iter().map(|rule| evaluate(rule, data)).collect();
+            let values: Vec<Value> = args.iter().map(|rule| evaluate(rule, scope)).collect();
             let holds = |a: &Value, b: &Value| match compare(a, b) {
                 Some(order) => match operator {
                     "<" => order.is_lt(),
@@ -166,7 +181,7 @@ fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
             Value::Bool(values.len() > pairs && (0..pairs).all(|i| holds(&values[i], &values[i + 1])))
         }
         "max" | "min" => {
-            let numbers: Option<Vec<f64>> = args.iter().map(|rule| number(&evaluate(rule, data))).collect();
+            let numbers: Option<Vec<f64>> = args.iter().map(|rule| number(&evaluate(rule, scope))).collect();
             match numbers {
                 Some(numbers) if !numbers.is_empty() => {
                     let pick = if operator == "max" { f64::max } else { f64::min };
@@ -176,7 +191,7 @@ fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
             }
         }
         "+" | "*" => {
-            let numbers: Option<Vec<f64>> = args.iter().map(|rule| number(&evaluate(rule, data))).collect();
+            let numbers: Option<Vec<f64>> = args.iter().map(|rule| number(&evaluate(rule, scope))).collect();
             match numbers {
                 Some(numbers) => {
                     to_value(if operator == "+" { numbers.iter().sum() } else { numbers.iter().product() })
@@ -199,11 +214,15 @@ fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
             let items = items.as_array().cloned().unwrap_or_default();
             let Some(rule) = args.get(1) else { return Value::Null };
             match operator {
-                "map" => Value::Array(items.iter().map(|item| evaluate(rule, item)).collect()),
-                "filter" => Value::Array(items.into_iter().filter(|item| truthy(&evaluate(rule, item))).collect()),
-                "all" => Value::Bool(!items.is_empty() && items.iter().all(|item| truthy(&evaluate(rule, item)))),
-                "none" => Value::Bool(!items.iter().any(|item| truthy(&evaluate(rule, item)))),
-                _ => Value::Bool(items.iter().any(|item| truthy(&evaluate(rule, item)))),
+                "map" => Value::Array(items.iter().map(|item| evaluate(rule, &scope.with(item))).collect()),
+                "filter" => {
+                    Value::Array(items.into_iter().filter(|item| truthy(&evaluate(rule, &scope.with(item)))).collect())
+                }
+                "all" => Value::Bool(
+                    !items.is_empty() && items.iter().all(|item| truthy(&evaluate(rule, &scope.with(item)))),
+                ),
+                "none" => Value::Bool(!items.iter().any(|item| truthy(&evaluate(rule, &scope.with(item))))),
+                _ => Value::Bool(items.iter().any(|item| truthy(&evaluate(rule, &scope.with(item))))),
             }
         }
         "reduce" => {
@@ -211,17 +230,17 @@ fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
             let Some(rule) = args.get(1) else { return Value::Null };
             let mut accumulator = arg(2);
             for item in items.as_array().cloned().unwrap_or_default() {
-                let mut scope = Map::new();
-                scope.insert("current".into(), item);
-                scope.insert("accumulator".into(), accumulator);
-                accumulator = evaluate(rule, &Value::Object(scope));
+                let mut frame = Map::new();
+                frame.insert("current".into(), item);
+                frame.insert("accumulator".into(), accumulator);
+                accumulator = evaluate(rule, &scope.with(&Value::Object(frame)));
             }
             accumulator
         }
         "merge" => {
             let mut merged = Vec::new();
             for rule in args {
-                match evaluate(rule, data) {
+                match evaluate(rule, scope) {
                     Value::Array(items) => merged.extend(items),
                     other => merged.push(other),
                 }
@@ -233,13 +252,13 @@ fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
             (needle, Value::Array(items)) => Value::Bool(items.iter().any(|item| strict_equal(item, &needle))),
             _ => Value::Bool(false),
         },
-        "cat" => Value::String(args.iter().map(|rule| to_text(&evaluate(rule, data))).collect::<Vec<_>>().concat()),
+        "cat" => Value::String(args.iter().map(|rule| to_text(&evaluate(rule, scope))).collect::<Vec<_>>().concat()),
         "substr" => {
             let text: Vec<char> = to_text(&arg(0)).chars().collect();
             let len = text.len() as i64;
             let start = number(&arg(1)).unwrap_or(0.0) as i64;
             let start = if start < 0 { (len + start).max(0) } else { start.min(len) };
-            let end = match args.get(2).map(|rule| number(&evaluate(rule, data))) {
+            let end = match args.get(2).map(|rule| number(&evaluate(rule, scope))) {
                 Some(Some(count)) if count < 0.0 => (len + count as i64).max(start),
                 Some(Some(count)) => (start + count as i64).min(len),
                 _ => len,
@@ -261,7 +280,7 @@ fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
                 _ => Value::Null,
             }
         }
-        "fractional" => fractional(args, data),
+        "fractional" => fractional(args, scope),
         _ => Value::Null,
     }
 }
@@ -271,11 +290,11 @@ fn apply(operator: &str, args: &[&Value], data: &Value) -> Value {
 /// key, scaled to the total weight with `(hash * total) >> 32`, then the first bucket whose
 /// cumulative weight exceeds it. Weights below zero count as zero; a shorthand bucket
 /// `[variant]` weighs 1.
-fn fractional(args: &[&Value], data: &Value) -> Value {
-    let (key, buckets) = match args.first().map(|rule| evaluate(rule, data)) {
+fn fractional(args: &[&Value], scope: &Scope<'_>) -> Value {
+    let (key, buckets) = match args.first().map(|rule| evaluate(rule, scope)) {
         Some(Value::Array(_)) | None => {
-            let flag_key = var(&Value::String("$flagd.flagKey".into()), None, data);
-            let targeting_key = var(&Value::String("targetingKey".into()), None, data);
+            let flag_key = var(&Value::String("$flagd.flagKey".into()), None, scope);
+            let targeting_key = var(&Value::String("targetingKey".into()), None, scope);
             (format!("{}{}", to_text(&flag_key), to_text(&targeting_key)), args)
         }
         Some(Value::String(key)) => (key, &args[1..]),
@@ -283,7 +302,7 @@ fn fractional(args: &[&Value], data: &Value) -> Value {
     };
     let mut weighted = Vec::with_capacity(buckets.len());
     for bucket in buckets {
-        let Value::Array(parts) = evaluate(bucket, data) else { return Value::Null };
+        let Value::Array(parts) = evaluate(bucket, scope) else { return Value::Null };
         let (variant, weight) = match parts.as_slice() {
             [variant] => (variant.clone(), 1u64),
             [variant, weight] => (variant.clone(), number(weight).map_or(0, |w| w.max(0.0) as u64)),
@@ -307,15 +326,19 @@ fn fractional(args: &[&Value], data: &Value) -> Value {
     Value::Null
 }
 
-/// `var`: a dotted path (or index) into `data`; `""` is all of it; `default` when absent.
-fn var(path: &Value, default: Option<Value>, data: &Value) -> Value {
+/// `var`: a dotted path (or index) into the data; `""` is all of it; `default` when
+/// absent. `$flagd.…` paths read the injected properties.
+fn var(path: &Value, default: Option<Value>, scope: &Scope<'_>) -> Value {
     let path = match path {
-        Value::Null => return data.clone(),
-        Value::String(path) if path.is_empty() => return data.clone(),
-        Value::Array(items) => return var(items.first().unwrap_or(&Value::Null), items.get(1).cloned(), data),
+        Value::Null => return scope.data.clone(),
+        Value::String(path) if path.is_empty() => return scope.data.clone(),
+        Value::Array(items) => return var(items.first().unwrap_or(&Value::Null), items.get(1).cloned(), scope),
         other => to_text(other),
     };
-    let mut current = data;
+    let (mut current, path) = match path.strip_prefix("$flagd.") {
+        Some(rest) => (scope.flagd, rest),
+        None => (scope.data, path.as_str()),
+    };
     for segment in path.split('.') {
         let next = match current {
             Value::Object(map) => map.get(segment),
@@ -330,12 +353,12 @@ fn var(path: &Value, default: Option<Value>, data: &Value) -> Value {
     if current.is_null() { default.unwrap_or(Value::Null) } else { current.clone() }
 }
 
-fn missing(args: &[&Value], data: &Value) -> Value {
-    let keys: Vec<Value> = match args.first().map(|rule| evaluate(rule, data)) {
+fn missing(args: &[&Value], scope: &Scope<'_>) -> Value {
+    let keys: Vec<Value> = match args.first().map(|rule| evaluate(rule, scope)) {
         Some(Value::Array(items)) => items,
-        _ => args.iter().map(|rule| evaluate(rule, data)).collect(),
+        _ => args.iter().map(|rule| evaluate(rule, scope)).collect(),
     };
-    Value::Array(keys.into_iter().filter(|key| var(key, None, data).is_null()).collect())
+    Value::Array(keys.into_iter().filter(|key| var(key, None, scope).is_null()).collect())
 }
 
 /// JsonLogic truthiness: `false`, `null`, `0`, `""` and `[]` are false.
@@ -417,7 +440,7 @@ mod tests {
 
     fn eval(rule: Value, data: Value) -> Value {
         check(&rule).unwrap();
-        evaluate(&rule, &data)
+        evaluate(&rule, &Scope { data: &data, flagd: &Value::Null })
     }
 
     #[test]

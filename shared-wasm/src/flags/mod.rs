@@ -178,15 +178,9 @@ impl FlagSet {
         self.flags.keys().map(String::as_str)
     }
 
-    /// Evaluates `key` for `context` at `now_secs` (Unix seconds). `expected` is the type
-    /// the caller asks for; `None` accepts any.
-    pub fn evaluate(
-        &self,
-        key: &str,
-        expected: Option<FlagType>,
-        context: &Map<String, Value>,
-        now_secs: u64,
-    ) -> Resolution {
+    /// Evaluates `key` for `context` (an object) at `now_secs` (Unix seconds). `expected` is
+    /// the type the caller asks for; `None` accepts any.
+    pub fn evaluate(&self, key: &str, expected: Option<FlagType>, context: &Value, now_secs: u64) -> Resolution {
         let Some(flag) = self.flags.get(key) else {
             return Resolution::error(ErrorCode::FlagNotFound, format!("flag `{key}` not found"), Map::new());
         };
@@ -201,12 +195,11 @@ impl FlagSet {
             }
             Ok(None) => (flag.default_variant.clone(), Reason::Static),
             Ok(Some(rule)) => {
-                let mut data = context.clone();
                 let mut flagd = Map::new();
                 flagd.insert("flagKey".into(), Value::String(key.to_owned()));
                 flagd.insert("timestamp".into(), Value::from(now_secs));
-                data.insert("$flagd".into(), Value::Object(flagd));
-                match logic::evaluate(rule, &Value::Object(data)) {
+                let flagd = Value::Object(flagd);
+                match logic::evaluate(rule, &logic::Scope { data: context, flagd: &flagd }) {
                     Value::Null => (flag.default_variant.clone(), Reason::Default),
                     Value::String(name) => (Some(name), Reason::TargetingMatch),
                     Value::Bool(b) => (Some(b.to_string()), Reason::TargetingMatch),
