@@ -52,6 +52,9 @@ enum Command {
     /// Create, list and revoke admin API keys (works directly on the database).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Import and export flags as flagd JSON; make OFREP client keys.
+    #[command(subcommand)]
+    Flags(crate::flags::cli::FlagsCommand),
     /// Write a full snapshot of edge configuration for a target platform into a directory.
     ///
     /// local/spin: a kv.db in Spin's key-value schema (plus runtime-config.toml for spin).
@@ -144,6 +147,7 @@ pub fn run() -> ExitCode {
                         Command::Serve => serve(config).await,
                         Command::Migrate => migrate(config).await,
                         Command::Keys(command) => keys_command(config, command).await,
+                        Command::Flags(command) => crate::flags::cli::run(config, command).await,
                         Command::Publish { target, out } => publish_snapshot(config, target, out).await,
                         Command::Edge(EdgeCommand::Serve { store, listen, core_url }) => {
                             edge_serve(store, listen, core_url).await

@@ -14,6 +14,7 @@ pub mod db;
 mod edge;
 pub mod error;
 mod events;
+pub mod flags;
 mod health;
 pub mod ids;
 pub mod keys;

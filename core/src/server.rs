@@ -28,7 +28,7 @@ use crate::db::Database;
 use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
-use crate::{audit, edge, events, health, keys, links, openapi};
+use crate::{audit, edge, events, flags, health, keys, links, openapi};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -97,6 +97,10 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::ingest))
         .routes(routes!(edge::settings::get_settings, edge::settings::put_settings))
         .routes(routes!(links::api::create_link, links::api::list_links))
+        .routes(routes!(flags::api::create_environment, flags::api::list_environments))
+        .routes(routes!(flags::api::export_flagd, flags::api::import_flagd))
+        .routes(routes!(flags::api::create_client_key, flags::api::list_client_keys))
+        .routes(routes!(flags::api::revoke_client_key))
         .routes(routes!(links::bulk::create_links))
         .routes(routes!(links::export::export_links))
         .routes(routes!(links::export::export_clicks))

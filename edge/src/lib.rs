@@ -6,6 +6,7 @@
 //! themselves come from `verge-shared`, so the edge and the core agree.
 
 pub mod events;
+mod flags;
 pub mod host;
 mod json;
 mod links;

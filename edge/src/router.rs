@@ -31,6 +31,9 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
             Method::GET | Method::HEAD => health(host).await,
             _ => method_not_allowed("GET, HEAD"),
         },
+        _ if path.starts_with(crate::flags::PREFIX) => {
+            crate::flags::serve(host, request, &path[crate::flags::PREFIX.len()..]).await
+        }
         _ => {
             if let Some(code) = link_code(path) {
                 let domain = request_host(request).to_ascii_lowercase();

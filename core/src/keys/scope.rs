@@ -20,10 +20,13 @@ pub enum Scope {
     /// Create, change and delete short links and their domains.
     #[serde(rename = "links:write")]
     LinksWrite,
+    /// Change feature flags, their environments and client keys.
+    #[serde(rename = "flags:write")]
+    FlagsWrite,
 }
 
 impl Scope {
-    pub const ALL: &[Scope] = &[Scope::Admin, Scope::Read, Scope::IngestEvents, Scope::LinksWrite];
+    pub const ALL: &[Scope] = &[Scope::Admin, Scope::Read, Scope::IngestEvents, Scope::LinksWrite, Scope::FlagsWrite];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,6 +34,7 @@ impl Scope {
             Scope::Read => "read",
             Scope::IngestEvents => "events:ingest",
             Scope::LinksWrite => "links:write",
+            Scope::FlagsWrite => "flags:write",
         }
     }
 }

@@ -101,7 +101,11 @@ pub struct Report {
 
 /// Every capability's dataset source, in publishing order. Capabilities add theirs here.
 pub fn sources() -> Vec<Arc<dyn DatasetSource>> {
-    vec![Arc::new(crate::edge::settings::SettingsSource), Arc::new(crate::links::LinksSource)]
+    vec![
+        Arc::new(crate::edge::settings::SettingsSource),
+        Arc::new(crate::links::LinksSource),
+        Arc::new(crate::flags::FlagsSource),
+    ]
 }
 
 /// Records, inside the caller's transaction, that `dataset` changed and must be published.

@@ -1,0 +1,140 @@
+//! Flags end to end through `verge dev`: the flagd testbed's flag set imported with
+//! `verge flags import`, a client key from `verge flags client-key`, and the local edge
+//! answering OFREP from KV, then a change through the API reaching the edge within a second.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fresh_config;
+use common::process::{Reply, field, http, start_dev, verge, workspace_root};
+use serde_json::{Value, json};
+
+fn ofrep(edge: &str, path: &str, headers: &[(&str, &str)], body: &Value) -> (Reply, Value) {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    let reply = http(edge, "POST", &format!("/ofrep/v1/evaluate/flags{path}"), &all, &body.to_string());
+    let json = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+    (reply, json)
+}
+
+#[tokio::test]
+async fn the_edge_answers_ofrep_for_an_imported_flagd_set_and_follows_changes_within_a_second() {
+    let (config, dir) = fresh_config().await;
+    let (_dev, lines) = start_dev(verge(&config, dir.path()));
+    let core = field(&lines, "core API").trim_end_matches("/v1").to_owned();
+    let admin = field(&lines, "admin key").to_owned();
+    let edge = field(&lines, "edge").trim_end_matches("/__verge/health").to_owned();
+
+    let testbed = workspace_root().join("../shared/conformance/flagd-testbed/evaluator/flags/testkit-flags.json");
+    assert!(testbed.is_file(), "the flagd testbed is missing at {}", testbed.display());
+    let imported = verge(&config, dir.path())
+        .args(["flags", "import", "--env", "development", "--keep-broken"])
+        .arg(&testbed)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&imported.stdout);
+    assert!(imported.status.success(), "{said}{}", String::from_utf8_lossy(&imported.stderr));
+    assert!(said.contains("created environment default/development"), "{said}");
+    let flag_count = serde_json::from_str::<Value>(&std::fs::read_to_string(&testbed).unwrap()).unwrap()["flags"]
+        .as_object()
+        .unwrap()
+        .len();
+    assert!(said.contains(&format!("imported {flag_count} flags")), "{said}");
+    // The testbed holds one deliberately broken flag; it is named, and kept only when asked.
+    assert!(
+        said.contains("kept broken (answers PARSE_ERROR): /flags/ref-to-nonexistent-evaluator-flag/targeting"),
+        "{said}"
+    );
+    let made = verge(&config, dir.path()).args(["flags", "client-key", "--env", "development"]).output().unwrap();
+    let said = String::from_utf8_lossy(&made.stdout);
+    let token = said.lines().find_map(|line| line.strip_prefix("token: ")).expect("a token").to_owned();
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+
+    // The CLI wrote the database; the running core publishes it within its poll interval.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (reply, body) = loop {
+        let (reply, body) = ofrep(&edge, "/boolean-flag", &auth, &json!({"context": {}}));
+        if reply.status == 200 || Instant::now() > deadline {
+            break (reply, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        body,
+        json!({"key": "boolean-flag", "value": true, "reason": "STATIC", "variant": "on", "metadata": {}})
+    );
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+
+    // Targeting, a shared evaluator, fractional and metadata, as the testbed defines them.
+    let context = json!({"context": {"targetingKey": "5c3d8535-f81a-4478-a6d3-afaa4d51199e"}});
+    let (_, hit) = ofrep(&edge, "/targeting-key-flag", &auth, &context);
+    assert_eq!((&hit["value"], &hit["reason"]), (&json!("hit"), &json!("TARGETING_MATCH")));
+    let (_, ballmer) =
+        ofrep(&edge, "/some-email-targeted-flag", &auth, &json!({"context": {"email": "ballmer@macrosoft.com"}}));
+    assert_eq!(ballmer["value"], "hi");
+    let (_, cards) = ofrep(&edge, "/fractional-flag", &auth, &json!({"context": {"user": {"name": "jack"}}}));
+    assert_eq!(cards["value"], "hearts", "flagd's current fractional algorithm");
+    let (_, meta) = ofrep(&edge, "/metadata-flag", &auth, &json!({}));
+    assert_eq!(meta["metadata"], json!({"string": "1.0.2", "integer": 2, "boolean": true, "float": 0.1}));
+
+    // Errors as OFREP specifies them.
+    let (reply, missing) = ofrep(&edge, "/no-such-flag", &auth, &json!({"context": {}}));
+    assert_eq!((reply.status, &missing["errorCode"]), (404, &json!("FLAG_NOT_FOUND")));
+    let (reply, bad) = ofrep(&edge, "/boolean-flag", &auth, &json!({"context": 7}));
+    assert_eq!((reply.status, &bad["errorCode"]), (400, &json!("INVALID_CONTEXT")));
+    let (reply, parse) = ofrep(&edge, "/ref-to-nonexistent-evaluator-flag", &auth, &json!({}));
+    assert_eq!((reply.status, &parse["errorCode"]), (400, &json!("PARSE_ERROR")));
+    assert_eq!(ofrep(&edge, "/boolean-flag", &[], &json!({})).0.status, 401);
+    assert_eq!(ofrep(&edge, "/boolean-flag", &[("authorization", "Bearer vfc_wrong")], &json!({})).0.status, 403);
+    assert_eq!(ofrep(&edge, "/boolean-flag", &[("x-api-key", token.as_str())], &json!({})).0.status, 200);
+
+    // Bulk: every flag, an ETag, 304 when nothing changed, a new tag for a new context.
+    let (reply, all) = ofrep(&edge, "", &auth, &json!({"context": {"targetingKey": "a"}}));
+    assert_eq!(reply.status, 200);
+    assert_eq!(all["flags"].as_array().unwrap().len(), flag_count);
+    let etag = reply.header("etag").expect("an ETag").to_owned();
+    let unchanged = [("authorization", bearer.as_str()), ("if-none-match", etag.as_str())];
+    let (reply, _) = ofrep(&edge, "", &unchanged, &json!({"context": {"targetingKey": "a"}}));
+    assert_eq!((reply.status, reply.body.as_str()), (304, ""));
+    let (reply, _) = ofrep(&edge, "", &unchanged, &json!({"context": {"targetingKey": "b"}}));
+    assert_eq!(reply.status, 200);
+    assert_ne!(reply.header("etag"), Some(etag.as_str()));
+
+    // CORS preflight for browser SDKs.
+    let preflight = http(&edge, "OPTIONS", "/ofrep/v1/evaluate/flags", &[("origin", "https://app.example")], "");
+    assert_eq!(preflight.status, 204);
+    assert!(preflight.header("access-control-allow-headers").unwrap().contains("authorization"));
+
+    // A change through the API: a broken set is refused where it is broken; a good one
+    // reaches the edge within a second.
+    let api = |method: &str, path: &str, body: &Value| {
+        let headers = [("authorization", format!("Bearer {admin}")), ("content-type", "application/json".into())];
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let reply = http(&core, method, path, &headers, &body.to_string());
+        (reply.status, serde_json::from_str::<Value>(&reply.body).unwrap_or(Value::Null))
+    };
+    let path = "/v1/flags/environments/default/development/flagd";
+    let (status, mut document) = api("GET", path, &Value::Null);
+    assert_eq!(status, 200);
+    let mut broken = document.clone();
+    broken["flags"]["boolean-flag"]["targeting"] = json!({"if": [{"bogus": []}, "on"]});
+    let (status, problem) = api("PUT", path, &broken);
+    assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("/flags/boolean-flag/targeting/if/0")));
+    document["flags"]["boolean-flag"]["defaultVariant"] = json!("off");
+    // Still the testbed's set with its one broken flag, so it must be kept on purpose.
+    assert_eq!(api("PUT", path, &document).0, 422);
+    let (status, imported) = api("PUT", &format!("{path}?keep_broken=true"), &document);
+    assert_eq!((status, imported["broken"].as_array().map(Vec::len)), (200, Some(1)), "{imported}");
+    let changed = Instant::now();
+    loop {
+        let (_, body) = ofrep(&edge, "/boolean-flag", &auth, &json!({}));
+        if body["value"] == false {
+            break;
+        }
+        assert!(changed.elapsed() < Duration::from_secs(1), "the edge still answers {body} after a second");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,246 @@
+//! OFREP, the OpenFeature Remote Evaluation Protocol: `POST /ofrep/v1/evaluate/flags/{key}`
+//! and the bulk `POST /ofrep/v1/evaluate/flags`, answered from edge KV alone.
+//!
+//! A client key (`Authorization: Bearer …` or `X-API-Key`) is looked up by its SHA-256
+//! under `flagkeys/`, which names the environment's dataset; the manifest gives its live
+//! version. The parsed flag set is kept per instance for that version, so a request reads
+//! two small keys and evaluates, without re-reading the set. Bulk answers carry an `ETag`
+//! over the set's version and the context; a matching `If-None-Match` gets 304. CORS is
+//! open (`*`): browser SDKs call this directly, and keys are sent in headers, not cookies.
+
+use std::sync::{Arc, Mutex};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use serde_json::{Map, Value, json};
+use verge_shared::flags::{FlagSet, Resolution, client_key_hash};
+use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
+
+use crate::host::Host;
+use crate::router::Body;
+
+pub(crate) const PREFIX: &str = "/ofrep/v1/evaluate/flags";
+const CLIENT_KEY_PREFIX: &str = "flagkeys/";
+const DOCUMENT_PART: &str = "flagd";
+/// Flag sets kept parsed per instance (an instance serves one or a few environments).
+const CACHED_SETS: usize = 4;
+
+struct Live {
+    dataset: String,
+    version: u64,
+    hash: String,
+    set: Arc<FlagSet>,
+}
+
+static SETS: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());
+
+/// Serves a path under [`PREFIX`].
+pub(crate) async fn serve<H: Host>(host: &H, request: &Request<Body>, rest: &str) -> Response<Body> {
+    let key = match rest {
+        "" | "/" => None,
+        rest => match rest.strip_prefix('/') {
+            Some(key) if !key.contains('/') => Some(percent_decode(key)),
+            _ => {
+                return cors(crate::problem::response(StatusCode::NOT_FOUND, "route_not_found", "no such OFREP route"));
+            }
+        },
+    };
+    match *request.method() {
+        Method::OPTIONS => return preflight(),
+        Method::POST => {}
+        _ => {
+            let mut response = crate::problem::response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "OFREP evaluations are POST requests",
+            );
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+            return cors(response);
+        }
+    }
+    let live = match authorize(host, request).await {
+        Ok(live) => live,
+        Err(response) => return cors(response),
+    };
+    let context = match read_context(request.body()) {
+        Ok(context) => context,
+        Err(details) => {
+            let mut body = Map::new();
+            if let Some(key) = &key {
+                body.insert("key".into(), Value::String(key.clone()));
+            }
+            body.insert("errorCode".into(), Value::String("INVALID_CONTEXT".into()));
+            body.insert("errorDetails".into(), Value::String(details));
+            return cors(json_response(StatusCode::BAD_REQUEST, &Value::Object(body)));
+        }
+    };
+    let now = host.now_millis() / 1000;
+    match key {
+        Some(key) => {
+            let resolution = live.set.evaluate(&key, None, &context, now);
+            let status = match &resolution.error {
+                Some((code, _)) if code.as_str() == "FLAG_NOT_FOUND" => StatusCode::NOT_FOUND,
+                Some(_) => StatusCode::BAD_REQUEST,
+                None => StatusCode::OK,
+            };
+            cors(json_response(status, &evaluation(&key, resolution)))
+        }
+        None => {
+            let etag = etag(&live, &context);
+            let matches = request
+                .headers()
+                .get(header::IF_NONE_MATCH)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+            let mut response = if matches {
+                Response::builder().status(StatusCode::NOT_MODIFIED).body(Vec::new()).expect("a valid response")
+            } else {
+                let flags: Vec<Value> =
+                    live.set.keys().map(|key| evaluation(key, live.set.evaluate(key, None, &context, now))).collect();
+                json_response(StatusCode::OK, &json!({ "flags": flags }))
+            };
+            response.headers_mut().insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
+            cors(response)
+        }
+    }
+}
+
+/// The key's environment, live: 401 without a key, 403 with one no environment has.
+async fn authorize<H: Host>(host: &H, request: &Request<Body>) -> Result<Arc<Live>, Response<Body>> {
+    let header_text = |name| request.headers().get(name).and_then(|value: &HeaderValue| value.to_str().ok());
+    let token = header_text(header::AUTHORIZATION.as_str())
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .or_else(|| header_text("x-api-key"))
+        .map(str::trim)
+        .filter(|token| !token.is_empty());
+    let Some(token) = token else {
+        let mut response = crate::problem::response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a client key as `Authorization: Bearer …` or `X-API-Key`",
+        );
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"verge\""));
+        return Err(response);
+    };
+    let forbidden = || crate::problem::response(StatusCode::FORBIDDEN, "forbidden", "this client key is not valid");
+    let unavailable = || {
+        crate::problem::response(StatusCode::SERVICE_UNAVAILABLE, "flags_unavailable", "flags are not published yet")
+    };
+    // The lookup is by hash: the token itself is never compared.
+    let dataset = match host.kv_get(&format!("{CLIENT_KEY_PREFIX}{}", client_key_hash(token))).await {
+        Ok(Some(value)) => String::from_utf8(value).map_err(|_| forbidden())?,
+        Ok(None) => return Err(forbidden()),
+        Err(_) => return Err(unavailable()),
+    };
+    let manifest = match host.kv_get(MANIFEST_KEY).await {
+        Ok(Some(bytes)) => Manifest::decode(&bytes).map_err(|_| unavailable())?,
+        _ => return Err(unavailable()),
+    };
+    let Some(current) = manifest.get(&dataset) else { return Err(unavailable()) };
+    if let Some(live) = cached(&dataset, current.version) {
+        return Ok(live);
+    }
+    let bytes = match host.kv_get(&versioned_key(&dataset, current.version, DOCUMENT_PART)).await {
+        Ok(Some(bytes)) => bytes,
+        _ => return Err(unavailable()),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| unavailable())?;
+    let set = FlagSet::parse(text).map_err(|_| unavailable())?;
+    let live = Arc::new(Live { dataset, version: current.version, hash: current.hash.clone(), set: Arc::new(set) });
+    let mut sets = SETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    sets.retain(|other| other.dataset != live.dataset);
+    if sets.len() >= CACHED_SETS {
+        sets.remove(0);
+    }
+    sets.push(live.clone());
+    Ok(live)
+}
+
+fn cached(dataset: &str, version: u64) -> Option<Arc<Live>> {
+    let sets = SETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    sets.iter().find(|live| live.dataset == dataset && live.version == version).cloned()
+}
+
+/// The request's `context` (an object; absent or an empty body is `{}`).
+fn read_context(body: &[u8]) -> Result<Value, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Map::new()));
+    }
+    let request: Value = serde_json::from_slice(body).map_err(|err| format!("the body is not JSON: {err}"))?;
+    match request.get("context") {
+        None | Some(Value::Null) => Ok(Value::Object(Map::new())),
+        Some(context @ Value::Object(_)) => Ok(context.clone()),
+        Some(_) => Err("`context` must be an object".into()),
+    }
+}
+
+/// One flag's OFREP answer: a success, or `errorCode` with `errorDetails`.
+fn evaluation(key: &str, resolution: Resolution) -> Value {
+    let mut out = Map::new();
+    out.insert("key".into(), Value::String(key.to_owned()));
+    if let Some((code, details)) = resolution.error {
+        out.insert("errorCode".into(), Value::String(code.as_str().into()));
+        out.insert("errorDetails".into(), Value::String(details));
+        return Value::Object(out);
+    }
+    out.insert("reason".into(), Value::String(resolution.reason.as_str().into()));
+    // Without a value (disabled, or no default variant) the client uses its own default.
+    if let Some(value) = resolution.value {
+        out.insert("value".into(), value);
+    }
+    if let Some(variant) = resolution.variant {
+        out.insert("variant".into(), Value::String(variant));
+    }
+    out.insert("metadata".into(), Value::Object(resolution.metadata));
+    Value::Object(out)
+}
+
+fn etag(live: &Live, context: &Value) -> String {
+    let tag = client_key_hash(&format!("{}\n{}\n{}\n{context}", live.dataset, live.version, live.hash));
+    format!("\"{}\"", &tag[..32])
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body.to_string().into_bytes())
+        .expect("a valid response")
+}
+
+fn cors(mut response: Response<Body>) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("ETag"));
+    response
+}
+
+fn preflight() -> Response<Body> {
+    let response = Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "POST, OPTIONS")
+        .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "authorization, content-type, x-api-key, if-none-match")
+        .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
+        .body(Vec::new())
+        .expect("a valid response");
+    cors(response)
+}
+
+/// A path segment, percent-decoded (flag keys may hold any character).
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = raw.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
