@@ -1,6 +1,6 @@
 //! What a key may do. `admin` may do everything; `read` may read everything except keys;
 //! `events:ingest` is for edges sending events back;
-//! capability write scopes (`links:write`, …) arrive with their capabilities.
+//! capability write scopes (`links:write`, `flags:write`) let a key change one capability.
 
 use std::fmt;
 use std::str::FromStr;
