@@ -103,6 +103,48 @@ async fn the_edge_answers_ofrep_for_an_imported_flagd_set_and_follows_changes_wi
     assert_eq!(reply.status, 200);
     assert_ne!(reply.header("etag"), Some(etag.as_str()));
 
+    // A real client: the OpenFeature SDKs with their OFREP providers, server and web.
+    let sdk_dir = workspace_root().join("target/ofrep-js");
+    assert!(
+        sdk_dir.join("node_modules/@openfeature/ofrep-provider").is_dir(),
+        "the OpenFeature SDKs are missing in {}: scripts/test installs them (npm ci)",
+        sdk_dir.display()
+    );
+    std::fs::copy(workspace_root().join("core/tests/ofrep-js/check.mjs"), sdk_dir.join("check.mjs")).unwrap();
+    let run = std::process::Command::new("node")
+        .arg(sdk_dir.join("check.mjs"))
+        .env("EDGE_URL", &edge)
+        .env("CLIENT_KEY", &token)
+        .output()
+        .expect("node runs");
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{printed}{}", String::from_utf8_lossy(&run.stderr));
+    let sdk: Value = serde_json::from_str(printed.trim()).unwrap_or_else(|err| panic!("{err}: {printed}"));
+    let server = &sdk["server"];
+    assert_eq!(server["boolean"], json!({"value": true, "reason": "STATIC", "variant": "on"}));
+    assert_eq!(server["integer"]["value"], 10);
+    assert_eq!(
+        server["object"]["value"],
+        json!({"showImages": true, "title": "Check out these pics!", "imagesPerPage": 100})
+    );
+    assert_eq!(server["targeting"], json!({"value": "hit", "reason": "TARGETING_MATCH", "variant": "hit"}));
+    assert_eq!(server["fractional"]["value"], "hearts");
+    assert_eq!(
+        (&server["missing"]["value"], &server["missing"]["errorCode"]),
+        (&json!("fallback"), &json!("FLAG_NOT_FOUND"))
+    );
+    assert_eq!(
+        (&server["wrongType"]["value"], &server["wrongType"]["errorCode"]),
+        (&json!(13), &json!("TYPE_MISMATCH"))
+    );
+    let web = &sdk["web"];
+    assert_eq!(web["boolean"], json!({"value": true, "reason": "STATIC", "variant": "on"}));
+    assert_eq!(web["targeting"], json!({"value": "hit", "reason": "TARGETING_MATCH", "variant": "hit"}));
+    assert_eq!(
+        (&web["missing"]["value"], &web["missing"]["errorCode"]),
+        (&json!("fallback"), &json!("FLAG_NOT_FOUND"))
+    );
+
     // CORS preflight for browser SDKs.
     let preflight = http(&edge, "OPTIONS", "/ofrep/v1/evaluate/flags", &[("origin", "https://app.example")], "");
     assert_eq!(preflight.status, 204);
