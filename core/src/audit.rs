@@ -77,6 +77,42 @@ pub struct AuditEntry {
     pub target_id: String,
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
+    /// What changed between `before` and `after`, field by field.
+    pub changes: Vec<Change>,
+}
+
+/// One changed value, located by JSON pointer; `null` on the side where it is absent.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Change {
+    pub path: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+/// The differences between two JSON values: objects are compared key by key, anything
+/// else (arrays included) as a whole.
+pub fn changes(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>) -> Vec<Change> {
+    fn walk(
+        path: String,
+        before: Option<&serde_json::Value>,
+        after: Option<&serde_json::Value>,
+        out: &mut Vec<Change>,
+    ) {
+        match (before, after) {
+            (Some(serde_json::Value::Object(a)), Some(serde_json::Value::Object(b))) => {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for key in keys {
+                    let escaped = key.replace('~', "~0").replace('/', "~1");
+                    walk(format!("{path}/{escaped}"), a.get(key), b.get(key), out);
+                }
+            }
+            (a, b) if a == b => {}
+            (a, b) => out.push(Change { path, before: a.cloned(), after: b.cloned() }),
+        }
+    }
+    let mut out = Vec::new();
+    walk(String::new(), before, after, &mut out);
+    out
 }
 
 impl AuditEntry {
@@ -85,15 +121,17 @@ impl AuditEntry {
             let text: Option<String> = row.try_get(col)?;
             Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
         };
+        let (before, after) = (json("before_json")?, json("after_json")?);
         Ok(AuditEntry {
+            changes: changes(before.as_ref(), after.as_ref()),
             id: row.try_get("id")?,
             at: Millis(row.try_get("at")?),
             actor: row.try_get("actor")?,
             action: row.try_get("action")?,
             target_type: row.try_get("target_type")?,
             target_id: row.try_get("target_id")?,
-            before: json("before_json")?,
-            after: json("after_json")?,
+            before,
+            after,
         })
     }
 }
@@ -106,6 +144,9 @@ pub struct AuditFilter {
     pub target_id: Option<String>,
     /// Only entries by this actor.
     pub actor: Option<String>,
+    /// Only entries whose target id is this or lies under it (`flags/web/production`
+    /// gives the environment and each of its flags).
+    pub target_under: Option<String>,
 }
 
 /// List audit log entries, newest first.
@@ -131,6 +172,7 @@ pub(crate) async fn list_entries(
         "SELECT * FROM audit_log
          WHERE ($1 = '' OR id < $1) AND ($2 = '' OR target_type = $2)
            AND ($3 = '' OR target_id = $3) AND ($4 = '' OR actor = $4)
+           AND ($6 = '' OR target_id = $6 OR target_id LIKE $7 ESCAPE '\\')
          ORDER BY id DESC LIMIT $5",
     )
     .bind(cursor.after())
@@ -138,6 +180,8 @@ pub(crate) async fn list_entries(
     .bind(filter.target_id.unwrap_or_default())
     .bind(filter.actor.unwrap_or_default())
     .bind(cursor.fetch_limit())
+    .bind(filter.target_under.clone().unwrap_or_default())
+    .bind(format!("{}/%", crate::db::like_escape(&filter.target_under.unwrap_or_default())))
     .fetch_all(state.db.pool())
     .await?;
     let entries = rows.iter().map(AuditEntry::from_row).collect::<Result<Vec<_>, _>>()?;

@@ -130,3 +130,8 @@ fn sqlite_url(data_dir: &Path) -> Result<String, DbError> {
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error().is_some_and(|e| e.is_unique_violation())
 }
+
+/// `text` with LIKE's wildcards and the escape character escaped, for `LIKE … ESCAPE '\'`.
+pub(crate) fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}

@@ -119,3 +119,72 @@ async fn client_keys_are_shown_once_published_hashed_and_revocable() {
         .problem(StatusCode::NOT_FOUND, "not_found");
     store.close().await;
 }
+
+#[tokio::test]
+async fn flags_and_segments_change_one_at_a_time_checked_and_audited_with_diffs() {
+    let app = TestApp::new().await;
+    let writer = app.key(&[Scope::FlagsWrite]).await;
+    let reader = app.key(&[Scope::Read]).await;
+    app.call(Method::POST, "/v1/flags/environments", Some(&writer), Some(json!({"project": "web", "name": "prod"})))
+        .await
+        .ok();
+    let base = "/v1/flags/environments/web/prod";
+    let put = |path: String, body: Value| {
+        let (app, writer) = (&app, writer.clone());
+        async move { app.call(Method::PUT, &format!("{base}{path}"), Some(&writer), Some(body)).await }
+    };
+
+    let broken =
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "targeting": {"if": [{"oops": 1}, "on"]}});
+    let refused = put("/flags/beta".into(), broken).await;
+    assert_eq!(
+        refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")["errors"][0]["field"],
+        "/flags/beta/targeting/if/0"
+    );
+    app.get(&format!("{base}/flags/beta"), Some(&reader)).await.problem(StatusCode::NOT_FOUND, "not_found");
+
+    // A segment, a flag rolling out to it and to 10 % of everyone else.
+    let segment = put("/segments/staff".into(), json!({"ends_with": [{"var": "email"}, "@verge.dev"]})).await;
+    assert_eq!(segment.status, StatusCode::OK, "{}", segment.text);
+    put("/segments/bad".into(), json!({"nope": []}))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let beta = json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+        "targeting": {"if": [{"$ref": "staff"}, "on", {"fractional": [["on", 10], ["off", 90]]}]}});
+    assert_eq!(put("/flags/beta".into(), beta.clone()).await.ok(), &beta);
+    assert_eq!(app.get(&format!("{base}/flags/beta"), Some(&reader)).await.ok(), &beta);
+    // A segment in use cannot go: the flags that need it are named.
+    let in_use = app.call(Method::DELETE, &format!("{base}/segments/staff"), Some(&writer), None).await;
+    assert_eq!(
+        in_use.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")["errors"][0]["field"],
+        "/flags/beta/targeting"
+    );
+
+    // The kill switch.
+    let killed = app.call(Method::POST, &format!("{base}/flags/beta/kill"), Some(&writer), None).await;
+    assert_eq!(killed.ok()["state"], "DISABLED");
+    let exported = app.get(&format!("{base}/flagd"), Some(&reader)).await;
+    let set = verge_shared::flags::FlagSet::from_value(exported.ok()).unwrap();
+    let resolved = set.evaluate("beta", None, &json!({"email": "a@verge.dev"}), 0);
+    assert_eq!(resolved.reason, verge_shared::flags::Reason::Disabled);
+
+    app.call(Method::POST, &format!("{base}/flags/beta/kill"), Some(&reader), None)
+        .await
+        .problem(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(
+        app.call(Method::DELETE, &format!("{base}/flags/beta"), Some(&writer), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    app.call(Method::DELETE, &format!("{base}/flags/beta"), Some(&writer), None)
+        .await
+        .problem(StatusCode::NOT_FOUND, "not_found");
+
+    // The environment's trail: every change, newest first, with a diff.
+    let trail = app.get(&format!("{base}/audit"), Some(&reader)).await;
+    let items = trail.ok()["items"].as_array().unwrap();
+    let actions: Vec<_> = items.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["flag.delete", "flag.kill", "flag.put", "segment.put", "flags.environment.create"]);
+    assert_eq!(items[1]["target_id"], "flags/web/prod/flags/beta");
+    assert_eq!(items[1]["changes"], json!([{"path": "/state", "before": "ENABLED", "after": "DISABLED"}]));
+    app.get("/v1/flags/environments/web/nope/audit", Some(&reader)).await.problem(StatusCode::NOT_FOUND, "not_found");
+}

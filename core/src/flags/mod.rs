@@ -7,6 +7,7 @@
 
 pub(crate) mod api;
 pub mod cli;
+pub(crate) mod edit;
 
 use serde::Serialize;
 use serde_json::Value;

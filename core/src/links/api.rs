@@ -472,14 +472,14 @@ pub(super) async fn filtered(
     };
     if let Some(tag) = &filter.tag {
         // Tags are a JSON array of strings; match the quoted element.
-        let quoted = like_escape(&serde_json::to_string(tag).expect("strings serialize"));
+        let quoted = crate::db::like_escape(&serde_json::to_string(tag).expect("strings serialize"));
         add(" AND tags LIKE ? ESCAPE '\\'", vec![Bind::Text(format!("%{quoted}%"))]);
     }
     if let Some(domain) = &filter.domain {
         add(" AND domain = ?", vec![Bind::Text(domain.to_ascii_lowercase())]);
     }
     if let Some(q) = &filter.q {
-        let pattern = format!("%{}%", like_escape(&q.to_lowercase()));
+        let pattern = format!("%{}%", crate::db::like_escape(&q.to_lowercase()));
         add(
             " AND (LOWER(code) LIKE ? ESCAPE '\\' OR LOWER(url) LIKE ? ESCAPE '\\')",
             vec![Bind::Text(pattern.clone()), Bind::Text(pattern)],
@@ -500,10 +500,6 @@ pub(super) async fn filtered(
         };
     }
     query.fetch_all(pool).await?.iter().map(Link::from_row).collect()
-}
-
-fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 /// Change a link; the edge serves the new version after the next publish.

@@ -94,10 +94,14 @@ impl EdgeStore {
         let store =
             Arc::new(EdgeStore { path: path.to_owned(), idle: Mutex::new(vec![conn]), cache: RwLock::default() });
         let watcher = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        // Read the starting version here, before any read can be cached: taken on the
+        // watcher thread, a commit made before that thread first ran would go unseen and
+        // leave a stale entry cached until the next commit.
+        let seen = data_version(&watcher);
         let weak = Arc::downgrade(&store);
         std::thread::Builder::new()
             .name("edge-store-watch".into())
-            .spawn(move || watch(&watcher, &weak))
+            .spawn(move || watch(&watcher, seen, &weak))
             .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
         Ok(store)
     }
@@ -179,12 +183,14 @@ impl EdgeStore {
     }
 }
 
+fn data_version(conn: &Connection) -> Option<i64> {
+    conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0)).ok()
+}
+
 /// Empties the store's cache whenever another connection commits, until the store is gone.
-fn watch(conn: &Connection, store: &std::sync::Weak<EdgeStore>) {
-    let data_version = || conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0)).ok();
-    let mut seen = data_version();
+fn watch(conn: &Connection, mut seen: Option<i64>, store: &std::sync::Weak<EdgeStore>) {
     while let Some(store) = store.upgrade() {
-        let now = data_version();
+        let now = data_version(conn);
         if now != seen {
             store.forget_cached();
             seen = now;
