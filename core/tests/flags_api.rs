@@ -114,6 +114,9 @@ async fn client_keys_are_shown_once_published_hashed_and_revocable() {
     assert!(revoked.ok()["revoked_at"].is_string());
     publish::publish_to(db, &publish::sources(), &store, &|_| {}).await.unwrap();
     assert_eq!(store.get(&record).await.unwrap(), None, "a revoked key is gone from the edge");
+    app.get("/v1/flags/environments/web/nope/client-keys", Some(&admin))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not_found");
     app.call(Method::DELETE, "/v1/flags/client-keys/fck_nope", Some(&admin), None)
         .await
         .problem(StatusCode::NOT_FOUND, "not_found");

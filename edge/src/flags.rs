@@ -195,7 +195,8 @@ fn evaluation(key: &str, resolution: Resolution) -> Value {
 }
 
 fn etag(live: &Live, context: &Value) -> String {
-    let tag = client_key_hash(&format!("{}\n{}\n{}\n{context}", live.dataset, live.version, live.hash));
+    let tag =
+        verge_shared::sha256_hex(format!("{}\n{}\n{}\n{context}", live.dataset, live.version, live.hash).as_bytes());
     format!("\"{}\"", &tag[..32])
 }
 

@@ -11,3 +11,9 @@ pub mod kv;
 pub mod links;
 pub mod settings;
 pub mod time;
+
+/// Lower-case hex SHA-256 of `data`: content hashes, ETags, and how secrets are known.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    links::hex(&Sha256::digest(data))
+}

@@ -59,7 +59,7 @@ pub(crate) async fn create_environment(
     Authorized(principal, _): Authorized<FlagWriters>,
     ApiJson(new): ApiJson<NewEnvironment>,
 ) -> Result<(StatusCode, Json<Environment>), ApiError> {
-    let created = super::create_environment(&state.db, &new.project, &new.name, false, &principal.actor()).await?;
+    let created = super::create_environment(&state.db, &new.project, &new.name, &principal.actor()).await?;
     state.publisher.wake();
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -199,6 +199,7 @@ pub(crate) async fn create_client_key(
         (status = 200, description = "Its client keys, newest first", body = ClientKeyList),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
+        (status = 404, description = "No such environment", body = Problem),
     )
 )]
 pub(crate) async fn list_client_keys(
@@ -206,6 +207,9 @@ pub(crate) async fn list_client_keys(
     _: Authorized<FlagReaders>,
     Path((project, name)): Path<(String, String)>,
 ) -> Result<Json<ClientKeyList>, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    super::load(&mut conn, &project, &name).await?;
+    drop(conn);
     let rows = sqlx::query("SELECT * FROM flag_client_keys WHERE project = $1 AND environment = $2 ORDER BY id DESC")
         .bind(&project)
         .bind(&name)

@@ -62,7 +62,7 @@ pub(crate) async fn run(config: Config, command: FlagsCommand) -> anyhow::Result
             let mut conn = db.pool().acquire().await?;
             if super::load(&mut conn, &project, &environment).await.is_err() {
                 drop(conn);
-                super::create_environment(&db, &project, &environment, false, &Actor::Cli).await.map_err(problem)?;
+                super::create_environment(&db, &project, &environment, &Actor::Cli).await.map_err(problem)?;
                 println!("created environment {project}/{environment}");
             }
             let (imported, broken) = super::import(&db, &project, &environment, document, keep_broken, &Actor::Cli)

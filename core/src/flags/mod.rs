@@ -36,7 +36,8 @@ pub(crate) fn dataset(project: &str, environment: &str) -> String {
 pub(crate) struct Environment {
     pub(crate) project: String,
     pub(crate) name: String,
-    /// Changes need a change request approved by another key holder.
+    /// Marked for change requests (approval by another key holder); not enforced yet,
+    /// and nothing sets it so far.
     pub(crate) protected: bool,
     /// How many flags the environment holds.
     pub(crate) flags: usize,
@@ -112,7 +113,6 @@ pub(crate) async fn create_environment(
     db: &Database,
     project: &str,
     name: &str,
-    protected: bool,
     actor: &Actor,
 ) -> Result<Environment, ApiError> {
     let errors: Vec<FieldError> =
@@ -126,12 +126,11 @@ pub(crate) async fn create_environment(
         return Err(ApiError::conflict("environment_exists", format!("project `{project}` already has `{name}`")));
     }
     sqlx::query(
-        "INSERT INTO flag_environments (project, name, protected, document, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $5)",
+        "INSERT INTO flag_environments (project, name, document, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $4)",
     )
     .bind(project)
     .bind(name)
-    .bind(i32::from(protected))
     .bind(r#"{"flags":{}}"#)
     .bind(now.0)
     .execute(&mut *tx)

@@ -301,8 +301,7 @@ fn resolve_refs(rule: &Value, evaluators: &Map<String, Value>, depth: usize) -> 
 /// How a client key is known at the edge and in the core: hex SHA-256 of its token, so
 /// neither KV nor the database holds a usable key.
 pub fn client_key_hash(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    crate::links::hex(&Sha256::digest(token.as_bytes()))
+    crate::sha256_hex(token.as_bytes())
 }
 
 #[cfg(test)]
