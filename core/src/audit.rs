@@ -187,3 +187,26 @@ pub(crate) async fn list_entries(
     let entries = rows.iter().map(AuditEntry::from_row).collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(cursor.page(entries, |e| e.id.clone())))
 }
+
+/// Entries about any of `targets`, newest first: the history of one object that several
+/// target ids name (a flag's catalog entry and its definition in each environment).
+pub(crate) async fn list_for_targets(
+    conn: &mut sqlx::AnyConnection,
+    targets: &[String],
+    page: &PageParams,
+) -> Result<Page<AuditEntry>, ApiError> {
+    let cursor = Cursor::from_params(page)?;
+    let placeholders: Vec<String> = (0..targets.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT * FROM audit_log WHERE ($1 = '' OR id < $1) AND target_id IN ({}) ORDER BY id DESC LIMIT {}",
+        placeholders.join(", "),
+        cursor.fetch_limit()
+    );
+    let mut query = sqlx::query(&sql).bind(cursor.after());
+    for target in targets {
+        query = query.bind(target);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let entries = rows.iter().map(AuditEntry::from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(cursor.page(entries, |e| e.id.clone()))
+}

@@ -194,8 +194,14 @@ async fn run_until_signal(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let publisher = tokio::spawn(app.state.publisher.clone().run(stopped(stop_rx.clone())));
+    let scheduler = tokio::spawn(crate::flags::requests::run_scheduler(
+        app.state.db.clone(),
+        app.state.publisher.clone(),
+        stopped(stop_rx.clone()),
+    ));
     server::serve(listener, app.router, stopped(stop_rx), grace).await?;
     publisher.await?;
+    scheduler.await?;
     app.state.db.close().await;
     Ok(())
 }

@@ -92,6 +92,8 @@ fn validate(batch: &EventBatch) -> Result<Vec<String>, ApiError> {
         data.push(json);
         if event.kind == crate::links::clicks::KIND {
             errors.extend(crate::links::clicks::check(i, &event.data));
+        } else if event.kind == crate::flags::EVALUATION_KIND {
+            errors.extend(crate::flags::stale::check(i, &event.data));
         }
     }
     if errors.is_empty() { Ok(data) } else { Err(ApiError::validation(errors)) }
@@ -118,7 +120,7 @@ pub(crate) async fn ingest(
     let data = validate(&batch)?;
     let received_at = now_millis().0;
     let mut tx = state.db.begin_write().await?;
-    let mut accepted = 0;
+    let mut new_ids = std::collections::HashSet::new();
     // Chunks keep each statement under SQLite's and PostgreSQL's bound-parameter limits.
     for (events, data) in batch.events.chunks(500).zip(data.chunks(500)) {
         let mut sql = String::from("INSERT INTO events (id, kind, at, received_at, source, data) VALUES ");
@@ -129,7 +131,7 @@ pub(crate) async fn ingest(
             }
             sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6));
         }
-        sql.push_str(" ON CONFLICT (id) DO NOTHING");
+        sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
         let mut query = sqlx::query(&sql);
         for (event, json) in events.iter().zip(data) {
             query = query
@@ -140,8 +142,19 @@ pub(crate) async fn ingest(
                 .bind(&principal.key.id)
                 .bind(json);
         }
-        accepted += query.execute(&mut *tx).await?.rows_affected() as usize;
+        for row in query.fetch_all(&mut *tx).await? {
+            new_ids.insert(sqlx::Row::try_get::<String, _>(&row, "id")?);
+        }
     }
+    let accepted = new_ids.len();
+    // Counts must not move when an edge retries a batch: only new events are projected.
+    let evaluations: Vec<crate::flags::stale::Evaluation<'_>> = batch
+        .events
+        .iter()
+        .filter(|event| event.kind == crate::flags::EVALUATION_KIND && new_ids.contains(&event.id))
+        .map(|event| crate::flags::stale::Evaluation { at: event.at.0, data: &event.data })
+        .collect();
+    crate::flags::stale::project(&mut tx, &evaluations).await?;
     let clicks: Vec<crate::links::clicks::Click<'_>> = batch
         .events
         .iter()

@@ -30,7 +30,7 @@ async fn stored(app: &TestApp) -> i64 {
 async fn a_retried_batch_counts_once() {
     let app = TestApp::new().await;
     let ingest = app.key(&[Scope::IngestEvents]).await;
-    let batch = json!({"events": [event("link.click"), event("link.click"), event("flag.evaluation")]});
+    let batch = json!({"events": [event("link.click"), event("link.click"), event("edge.not_found")]});
     let first = app.call(Method::POST, "/v1/events", Some(&ingest), Some(batch.clone())).await;
     assert_eq!(first.ok(), &json!({"accepted": 3, "duplicates": 0}));
     let retry = app.call(Method::POST, "/v1/events", Some(&ingest), Some(batch)).await;
@@ -72,7 +72,7 @@ async fn a_bad_batch_is_refused_whole_with_every_problem_located() {
     let ingest = app.key(&[Scope::IngestEvents]).await;
     let good = event("link.click");
     let bad_id =
-        json!({"id": "lnk_00000000000000000000000000", "kind": "flag.evaluation", "at": "2026-11-20T10:00:00Z"});
+        json!({"id": "lnk_00000000000000000000000000", "kind": "edge.not_found", "at": "2026-11-20T10:00:00Z"});
     let bad_kind = json!({"id": verge_core::ids::new_id("evt"), "kind": "Link Click!", "at": "2026-11-20T10:00:00Z"});
     let reply = app
         .call(

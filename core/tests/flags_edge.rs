@@ -179,4 +179,62 @@ async fn the_edge_answers_ofrep_for_an_imported_flagd_set_and_follows_changes_wi
         assert!(changed.elapsed() < Duration::from_secs(1), "the edge still answers {body} after a second");
         std::thread::sleep(Duration::from_millis(10));
     }
+
+    // A scheduled change: the running core's scheduler applies it at its time.
+    let apply_at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+    let schedule = json!({"changes": [{"op": "kill_flag", "key": "string-flag"}], "apply_at": apply_at.to_string()});
+    let (status, scheduled) = api("POST", "/v1/flags/environments/default/development/changes", &schedule);
+    assert_eq!((status, &scheduled["status"]), (201, &json!("scheduled")), "{scheduled}");
+    let (_, before) = ofrep(&edge, "/string-flag", &auth, &json!({}));
+    assert_eq!(before["reason"], "STATIC", "not before its time");
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let (_, body) = ofrep(&edge, "/string-flag", &auth, &json!({}));
+        if body["reason"] == "DISABLED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the scheduled kill never reached the edge: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(jiff::Timestamp::now() >= apply_at, "applied early");
+
+    // The edge reported its evaluations back to the core.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, detail) = api("GET", "/v1/flags/projects/default/flags/boolean-flag", &Value::Null);
+        assert_eq!(status, 200, "{detail}");
+        if detail["evaluations"]["development"]["evaluations"].as_i64().is_some_and(|n| n > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no evaluation events arrived: {detail}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Protected: `verge flags import` proposes instead of applying; a key holder approves.
+    let (status, _) = api("PATCH", "/v1/flags/environments/default/development", &json!({"protected": true}));
+    assert_eq!(status, 200);
+    document["flags"]["boolean-flag"]["defaultVariant"] = json!("on");
+    let file = dir.path().join("proposed.json");
+    std::fs::write(&file, document.to_string()).unwrap();
+    let proposed = verge(&config, dir.path())
+        .args(["flags", "import", "--env", "development", "--keep-broken"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&proposed.stdout);
+    assert!(proposed.status.success(), "{said}{}", String::from_utf8_lossy(&proposed.stderr));
+    let id = said.split_whitespace().find(|word| word.starts_with("fcr_")).expect("a change request id").to_owned();
+    let (_, body) = ofrep(&edge, "/boolean-flag", &auth, &json!({}));
+    assert_eq!(body["value"], false, "a proposal changes nothing");
+    let (status, approved) = api("POST", &format!("/v1/flags/changes/{id}/approve"), &Value::Null);
+    assert_eq!((status, &approved["status"]), (200, &json!("applied")), "{approved}");
+    let changed = Instant::now();
+    loop {
+        let (_, body) = ofrep(&edge, "/boolean-flag", &auth, &json!({}));
+        if body["value"] == true {
+            break;
+        }
+        assert!(changed.elapsed() < Duration::from_secs(1), "the approved change is not at the edge: {body}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -7,6 +7,8 @@
 //! two small keys and evaluates, without re-reading the set. Bulk answers carry an `ETag`
 //! over the set's version and the context; a matching `If-None-Match` gets 304. CORS is
 //! open (`*`): browser SDKs call this directly, and keys are sent in headers, not cookies.
+//! Each request that reached a flag set reports a `flag.evaluation` event (the flag, or
+//! `bulk`), from which the core tells which flags have gone stale.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,12 +17,14 @@ use serde_json::{Map, Value, json};
 use verge_shared::flags::{FlagSet, Resolution, client_key_hash};
 use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
 
+use crate::events::Events;
 use crate::host::Host;
 use crate::router::Body;
 
 pub(crate) const PREFIX: &str = "/ofrep/v1/evaluate/flags";
 const CLIENT_KEY_PREFIX: &str = "flagkeys/";
 const DOCUMENT_PART: &str = "flagd";
+const EVALUATION_KIND: &str = "flag.evaluation";
 /// Flag sets kept parsed per instance (an instance serves one or a few environments).
 const CACHED_SETS: usize = 4;
 
@@ -34,7 +38,12 @@ struct Live {
 static SETS: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());
 
 /// Serves a path under [`PREFIX`].
-pub(crate) async fn serve<H: Host>(host: &H, request: &Request<Body>, rest: &str) -> Response<Body> {
+pub(crate) async fn serve<H: Host>(
+    host: &H,
+    request: &Request<Body>,
+    rest: &str,
+    events: &mut Events,
+) -> Response<Body> {
     let key = match rest {
         "" | "/" => None,
         rest => match rest.strip_prefix('/') {
@@ -82,9 +91,13 @@ pub(crate) async fn serve<H: Host>(host: &H, request: &Request<Body>, rest: &str
                 Some(_) => StatusCode::BAD_REQUEST,
                 None => StatusCode::OK,
             };
+            if status != StatusCode::NOT_FOUND {
+                events.push(host, EVALUATION_KIND, &[("dataset", &live.dataset), ("flag", &key)]);
+            }
             cors(json_response(status, &evaluation(&key, resolution)))
         }
         None => {
+            events.push_flagged(host, EVALUATION_KIND, &[("dataset", &live.dataset)], &[("bulk", true)]);
             let etag = etag(&live, &context);
             let matches = request
                 .headers()

@@ -32,7 +32,7 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
             _ => method_not_allowed("GET, HEAD"),
         },
         _ if path.starts_with(crate::flags::PREFIX) => {
-            crate::flags::serve(host, request, &path[crate::flags::PREFIX.len()..]).await
+            crate::flags::serve(host, request, &path[crate::flags::PREFIX.len()..], events).await
         }
         _ => {
             if let Some(code) = link_code(path) {

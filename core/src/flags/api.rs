@@ -34,6 +34,9 @@ pub(crate) struct NewEnvironment {
     project: String,
     /// e.g. `production`.
     name: String,
+    /// Changes need a change request approved by a second key holder.
+    #[serde(default)]
+    protected: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -59,7 +62,8 @@ pub(crate) async fn create_environment(
     Authorized(principal, _): Authorized<FlagWriters>,
     ApiJson(new): ApiJson<NewEnvironment>,
 ) -> Result<(StatusCode, Json<Environment>), ApiError> {
-    let created = super::create_environment(&state.db, &new.project, &new.name, &principal.actor()).await?;
+    let created =
+        super::create_environment(&state.db, &new.project, &new.name, new.protected, &principal.actor()).await?;
     state.publisher.wake();
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -115,6 +119,7 @@ pub(crate) async fn export_flagd(
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
         (status = 404, description = "No such environment", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 422, description = "Not a valid flag set; each problem located by JSON pointer", body = Problem),
     )
 )]
@@ -125,10 +130,44 @@ pub(crate) async fn import_flagd(
     ApiQuery(options): ApiQuery<ImportOptions>,
     ApiJson(document): ApiJson<Value>,
 ) -> Result<Json<Imported>, ApiError> {
-    let (environment, broken) =
-        super::import(&state.db, &project, &name, document, options.keep_broken, &principal.actor()).await?;
+    let change = super::changes::Change::Import { document, keep_broken: options.keep_broken };
+    let committed =
+        super::changes::apply_directly(&state.db, (&project, &name), vec![change], &principal.actor()).await?;
     state.publisher.wake();
-    Ok(Json(Imported { environment, broken }))
+    Ok(Json(Imported { environment: committed.environment, broken: committed.broken }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnvironmentPatch {
+    /// Require change requests. Any writer may turn it on; only an admin key turns it off.
+    protected: bool,
+}
+
+/// Protect an environment, or lift its protection.
+#[utoipa::path(
+    patch, path = "/v1/flags/environments/{project}/{name}", tag = "flags",
+    params(("project" = String, Path), ("name" = String, Path)),
+    request_body = EnvironmentPatch,
+    security(("admin_key" = ["admin", "flags:write"])),
+    responses(
+        (status = 200, description = "Changed", body = Environment),
+        (status = 401, description = "Missing or invalid key", body = Problem),
+        (status = 403, description = "Key lacks the scope (lifting protection takes `admin`)", body = Problem),
+        (status = 404, description = "No such environment", body = Problem),
+    )
+)]
+pub(crate) async fn update_environment(
+    State(state): State<AppState>,
+    Authorized(principal, _): Authorized<FlagWriters>,
+    Path((project, name)): Path<(String, String)>,
+    ApiJson(patch): ApiJson<EnvironmentPatch>,
+) -> Result<Json<Environment>, ApiError> {
+    if !patch.protected {
+        // Lifting protection would let one key holder change what needs two.
+        principal.require(&[crate::keys::Scope::Admin])?;
+    }
+    Ok(Json(super::set_protected(&state.db, &project, &name, patch.protected, &principal.actor()).await?))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::changes::{Change, apply_directly};
 use crate::audit::Actor;
 use crate::config::Config;
 use crate::db::Database;
 
 #[derive(Debug, Subcommand)]
 pub enum FlagsCommand {
-    /// Replace an environment's flags with a flagd flag-set file (created if missing).
+    /// Replace an environment's flags with a flagd flag-set file (created if missing). In a
+    /// protected environment this proposes a change request for a key holder to approve.
     Import {
         #[arg(long, default_value = "default")]
         project: String,
@@ -60,17 +62,31 @@ pub(crate) async fn run(config: Config, command: FlagsCommand) -> anyhow::Result
             let document: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
             let mut conn = db.pool().acquire().await?;
-            if super::load(&mut conn, &project, &environment).await.is_err() {
-                drop(conn);
-                super::create_environment(&db, &project, &environment, &Actor::Cli).await.map_err(problem)?;
-                println!("created environment {project}/{environment}");
-            }
-            let (imported, broken) = super::import(&db, &project, &environment, document, keep_broken, &Actor::Cli)
-                .await
-                .map_err(problem)?;
-            println!("imported {} flags into {project}/{environment}", imported.flags);
-            for flag in broken {
-                println!("kept broken (answers PARSE_ERROR): {}: {}", flag.field, flag.message);
+            let existing = super::load(&mut conn, &project, &environment).await.ok();
+            drop(conn);
+            let change = Change::Import { document, keep_broken };
+            let env = (project.as_str(), environment.as_str());
+            match existing {
+                Some((found, _)) if found.protected => {
+                    let proposal = super::requests::NewChange::new(vec![change], "verge flags import");
+                    let request =
+                        super::requests::propose_changes(&db, env, proposal, &Actor::Cli).await.map_err(problem)?;
+                    println!("{project}/{environment} is protected: proposed change request {}", request.id());
+                    println!("a key holder approves it with POST /v1/flags/changes/{}/approve", request.id());
+                }
+                found => {
+                    if found.is_none() {
+                        super::create_environment(&db, &project, &environment, false, &Actor::Cli)
+                            .await
+                            .map_err(problem)?;
+                        println!("created environment {project}/{environment}");
+                    }
+                    let committed = apply_directly(&db, env, vec![change], &Actor::Cli).await.map_err(problem)?;
+                    println!("imported {} flags into {project}/{environment}", committed.environment.flags);
+                    for flag in committed.broken {
+                        println!("kept broken (answers PARSE_ERROR): {}: {}", flag.field, flag.message);
+                    }
+                }
             }
         }
         FlagsCommand::Export { project, environment } => {

@@ -3,11 +3,11 @@
 //! `$evaluators`, used from rules with `{"$ref": name}`), plus the environment's audit
 //! trail.
 //!
-//! Each edit rewrites the environment's document in one transaction and is checked with
-//! the edge's evaluator first: an edit that would leave any flag with an unusable rule is
-//! refused with where, and problems a set already had (kept with `keep_broken`) do not
-//! block edits elsewhere. Audit entries name `flags/<project>/<env>/flags/<key>` or
-//! `…/segments/<name>`, so the environment's trail is everything under its id.
+//! Each route is one [`Change`] applied at once (`changes.rs` checks and writes it). A
+//! protected environment refuses them with 409 `change_request_required`: there, changes
+//! go through `…/changes` and a second key holder. Audit entries name
+//! `flags/<project>/<env>/flags/<key>` or `…/evaluators/<name>`, so the environment's
+//! trail is everything under its id.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -15,90 +15,25 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::api::{FlagReaders, FlagWriters};
-use super::{check_document, dataset, load};
-use crate::audit::{Actor, AuditEntry};
-use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
+use super::changes::{Change, apply_directly};
+use super::{dataset, load};
+use crate::audit::AuditEntry;
+use crate::error::{ApiError, ApiJson, ApiQuery, Problem};
 use crate::keys::Authorized;
 use crate::pagination::{Page, PageParams};
-use crate::publish::enqueue;
 use crate::server::AppState;
-use crate::time::now_millis;
 
-/// Where in the document an edit applies.
-#[derive(Debug, Clone, Copy)]
-enum Part {
-    Flag,
-    Segment,
-}
-
-impl Part {
-    fn member(self) -> &'static str {
-        match self {
-            Part::Flag => "flags",
-            Part::Segment => "$evaluators",
-        }
-    }
-
-    fn noun(self) -> &'static str {
-        match self {
-            Part::Flag => "flag",
-            Part::Segment => "segment",
-        }
-    }
-}
-
-/// Applies `change` to one member of the document and stores the result; returns the
-/// member's new value (`None`: removed).
+/// Applies one change to an unprotected environment; returns what `member/name` holds after.
 async fn edit(
     state: &AppState,
     (project, env): (&str, &str),
-    (part, name): (Part, &str),
-    actor: &Actor,
-    action: &str,
-    change: impl FnOnce(Option<&Value>) -> Result<Option<Value>, ApiError>,
-) -> Result<Option<Value>, ApiError> {
-    let mut tx = state.db.begin_write().await?;
-    let (_, mut document) = load(&mut tx, project, env).await?;
-    let had = check_document(&document)?;
-    let before = document[part.member()].get(name).cloned();
-    let after = change(before.as_ref())?;
-    let members = document
-        .as_object_mut()
-        .expect("a stored set is an object")
-        .entry(part.member())
-        .or_insert_with(|| Value::Object(serde_json::Map::new()));
-    let members = members.as_object_mut().ok_or_else(|| ApiError::internal("stored set: member not an object"))?;
-    match &after {
-        Some(value) => members.insert(name.to_owned(), value.clone()),
-        None => members.remove(name),
-    };
-    let new_problems: Vec<FieldError> = check_document(&document)?
-        .into_iter()
-        .filter(|problem| !had.iter().any(|old| old.field == problem.field))
-        .collect();
-    if !new_problems.is_empty() {
-        return Err(ApiError::validation(new_problems));
-    }
-    sqlx::query("UPDATE flag_environments SET document = $1, updated_at = $2 WHERE project = $3 AND name = $4")
-        .bind(document.to_string())
-        .bind(now_millis().0)
-        .bind(project)
-        .bind(env)
-        .execute(&mut *tx)
-        .await?;
-    let target = format!("{}/{}/{name}", dataset(project, env), part.member().trim_start_matches('$'));
-    crate::audit::record(&mut tx, actor, action, part.noun(), &target, before.as_ref(), after.as_ref()).await?;
-    enqueue(&mut tx, &dataset(project, env)).await?;
-    tx.commit().await?;
+    (member, name): (&str, &str),
+    actor: &crate::audit::Actor,
+    change: Change,
+) -> Result<Value, ApiError> {
+    let committed = apply_directly(&state.db, (project, env), vec![change], actor).await?;
     state.publisher.wake();
-    Ok(after)
-}
-
-fn member(document: &Value, part: Part, name: &str) -> Result<Value, ApiError> {
-    document[part.member()]
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("no {} `{name}` in this environment", part.noun())))
+    Ok(committed.document[member].get(name).cloned().unwrap_or(Value::Null))
 }
 
 /// One flag as flagd defines it.
@@ -120,7 +55,8 @@ pub(crate) async fn get_flag(
 ) -> Result<Json<Value>, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
     let (_, document) = load(&mut conn, &project, &env).await?;
-    Ok(Json(member(&document, Part::Flag, &key)?))
+    let flag = document["flags"].get(&key).cloned();
+    Ok(Json(flag.ok_or_else(|| ApiError::not_found(format!("no flag `{key}` in this environment")))?))
 }
 
 /// Create or replace one flag (`state`, `variants`, `defaultVariant`, `targeting`,
@@ -134,6 +70,7 @@ pub(crate) async fn get_flag(
         (status = 200, description = "Stored; edges evaluate it after the next publish", body = Object),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 404, description = "No such environment", body = Problem),
         (status = 422, description = "Not a valid flag; each problem located by JSON pointer", body = Problem),
     )
@@ -144,16 +81,8 @@ pub(crate) async fn put_flag(
     Path((project, env, key)): Path<(String, String, String)>,
     ApiJson(flag): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
-        return Err(ApiError::validation(vec![FieldError {
-            field: "key".into(),
-            message: "must be 1 to 200 printable characters".into(),
-        }]));
-    }
-    let action = "flag.put";
-    let stored =
-        edit(&state, (&project, &env), (Part::Flag, &key), &principal.actor(), action, |_| Ok(Some(flag))).await?;
-    Ok(Json(stored.unwrap_or(Value::Null)))
+    let change = Change::PutFlag { key: key.clone(), flag };
+    Ok(Json(edit(&state, (&project, &env), ("flags", &key), &principal.actor(), change).await?))
 }
 
 /// Remove one flag.
@@ -165,6 +94,7 @@ pub(crate) async fn put_flag(
         (status = 204, description = "Removed"),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 404, description = "No such environment or flag", body = Problem),
     )
 )]
@@ -173,11 +103,8 @@ pub(crate) async fn delete_flag(
     Authorized(principal, _): Authorized<FlagWriters>,
     Path((project, env, key)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    edit(&state, (&project, &env), (Part::Flag, &key), &principal.actor(), "flag.delete", |before| match before {
-        Some(_) => Ok(None),
-        None => Err(ApiError::not_found(format!("no flag `{key}` in this environment"))),
-    })
-    .await?;
+    let change = Change::DeleteFlag { key: key.clone() };
+    edit(&state, (&project, &env), ("flags", &key), &principal.actor(), change).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -191,6 +118,7 @@ pub(crate) async fn delete_flag(
         (status = 200, description = "Disabled; edges stop serving its variants after the next publish", body = Object),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 404, description = "No such environment or flag", body = Problem),
     )
 )]
@@ -199,14 +127,8 @@ pub(crate) async fn kill_flag(
     Authorized(principal, _): Authorized<FlagWriters>,
     Path((project, env, key)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let killed = edit(&state, (&project, &env), (Part::Flag, &key), &principal.actor(), "flag.kill", |before| {
-        let mut flag =
-            before.cloned().ok_or_else(|| ApiError::not_found(format!("no flag `{key}` in this environment")))?;
-        flag["state"] = Value::String("DISABLED".into());
-        Ok(Some(flag))
-    })
-    .await?;
-    Ok(Json(killed.unwrap_or(Value::Null)))
+    let change = Change::KillFlag { key: key.clone() };
+    Ok(Json(edit(&state, (&project, &env), ("flags", &key), &principal.actor(), change).await?))
 }
 
 /// Create or replace a segment: a JsonLogic rule flags share with `{"$ref": name}`.
@@ -219,6 +141,7 @@ pub(crate) async fn kill_flag(
         (status = 200, description = "Stored", body = Object),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 404, description = "No such environment", body = Problem),
         (status = 422, description = "A flag using it would break; located by JSON pointer", body = Problem),
     )
@@ -229,17 +152,8 @@ pub(crate) async fn put_segment(
     Path((project, env, segment)): Path<(String, String, String)>,
     ApiJson(rule): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    verge_shared::flags::check(&rule).map_err(|err| {
-        ApiError::validation(vec![FieldError {
-            field: format!("/$evaluators/{segment}{}", err.pointer),
-            message: err.message,
-        }])
-    })?;
-    let action = "segment.put";
-    let stored =
-        edit(&state, (&project, &env), (Part::Segment, &segment), &principal.actor(), action, |_| Ok(Some(rule)))
-            .await?;
-    Ok(Json(stored.unwrap_or(Value::Null)))
+    let change = Change::PutSegment { name: segment.clone(), rule };
+    Ok(Json(edit(&state, (&project, &env), ("$evaluators", &segment), &principal.actor(), change).await?))
 }
 
 /// Remove a segment no flag refers to.
@@ -251,6 +165,7 @@ pub(crate) async fn put_segment(
         (status = 204, description = "Removed"),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 404, description = "No such environment or segment", body = Problem),
         (status = 422, description = "Flags still refer to it; they are named", body = Problem),
     )
@@ -260,13 +175,8 @@ pub(crate) async fn delete_segment(
     Authorized(principal, _): Authorized<FlagWriters>,
     Path((project, env, segment)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    edit(&state, (&project, &env), (Part::Segment, &segment), &principal.actor(), "segment.delete", |before| {
-        match before {
-            Some(_) => Ok(None),
-            None => Err(ApiError::not_found(format!("no segment `{segment}` in this environment"))),
-        }
-    })
-    .await?;
+    let change = Change::DeleteSegment { name: segment.clone() };
+    edit(&state, (&project, &env), ("$evaluators", &segment), &principal.actor(), change).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -6,8 +6,15 @@
 //! evaluate. The same functions serve the API and `verge flags`, as `keys` does.
 
 pub(crate) mod api;
+pub(crate) mod catalog;
+pub(crate) mod changes;
 pub mod cli;
 pub(crate) mod edit;
+pub(crate) mod requests;
+pub(crate) mod stale;
+
+pub use requests::apply_due_changes;
+pub(crate) use stale::EVALUATION_KIND;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -36,8 +43,8 @@ pub(crate) fn dataset(project: &str, environment: &str) -> String {
 pub(crate) struct Environment {
     pub(crate) project: String,
     pub(crate) name: String,
-    /// Marked for change requests (approval by another key holder); not enforced yet,
-    /// and nothing sets it so far.
+    /// Changes go through change requests, each approved by a key holder other than its
+    /// author, instead of applying directly.
     pub(crate) protected: bool,
     /// How many flags the environment holds.
     pub(crate) flags: usize,
@@ -108,11 +115,30 @@ pub(crate) async fn load(
     }
 }
 
+/// [`load`], locking the row until the transaction ends on PostgreSQL, so that two edits
+/// of one environment apply one after the other instead of one overwriting the other.
+/// (SQLite's write transactions already exclude each other.)
+pub(crate) async fn load_locked(
+    conn: &mut sqlx::AnyConnection,
+    project: &str,
+    name: &str,
+) -> Result<(Environment, Value), ApiError> {
+    if conn.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT 1 FROM flag_environments WHERE project = $1 AND name = $2 FOR UPDATE")
+            .bind(project)
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    }
+    load(conn, project, name).await
+}
+
 /// Creates an environment with an empty flag set.
 pub(crate) async fn create_environment(
     db: &Database,
     project: &str,
     name: &str,
+    protected: bool,
     actor: &Actor,
 ) -> Result<Environment, ApiError> {
     let errors: Vec<FieldError> =
@@ -126,11 +152,12 @@ pub(crate) async fn create_environment(
         return Err(ApiError::conflict("environment_exists", format!("project `{project}` already has `{name}`")));
     }
     sqlx::query(
-        "INSERT INTO flag_environments (project, name, document, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $4)",
+        "INSERT INTO flag_environments (project, name, protected, document, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $5)",
     )
     .bind(project)
     .bind(name)
+    .bind(i32::from(protected))
     .bind(r#"{"flags":{}}"#)
     .bind(now.0)
     .execute(&mut *tx)
@@ -151,44 +178,37 @@ pub(crate) async fn create_environment(
     Ok(environment)
 }
 
-/// Replaces an environment's flag set with `document`, checked whole first; the audit
-/// entry keeps both versions. Flags with unusable targeting refuse the import unless
-/// `keep_broken` (they then answer PARSE_ERROR, as in flagd); they are returned either way.
-pub(crate) async fn import(
+/// Turns change requests on or off for an environment.
+pub(crate) async fn set_protected(
     db: &Database,
     project: &str,
     name: &str,
-    document: Value,
-    keep_broken: bool,
+    protected: bool,
     actor: &Actor,
-) -> Result<(Environment, Vec<FieldError>), ApiError> {
-    let broken = check_document(&document)?;
-    if !broken.is_empty() && !keep_broken {
-        return Err(ApiError::validation(broken));
-    }
+) -> Result<Environment, ApiError> {
     let mut tx = db.begin_write().await?;
-    let (_, before) = load(&mut tx, project, name).await?;
-    sqlx::query("UPDATE flag_environments SET document = $1, updated_at = $2 WHERE project = $3 AND name = $4")
-        .bind(document.to_string())
+    let (before, _) = load_locked(&mut tx, project, name).await?;
+    sqlx::query("UPDATE flag_environments SET protected = $1, updated_at = $2 WHERE project = $3 AND name = $4")
+        .bind(i32::from(protected))
         .bind(now_millis().0)
         .bind(project)
         .bind(name)
         .execute(&mut *tx)
         .await?;
-    let (environment, _) = load(&mut tx, project, name).await?;
+    let (after, _) = load(&mut tx, project, name).await?;
+    let target = dataset(project, name);
     crate::audit::record(
         &mut tx,
         actor,
-        "flags.import",
+        "flags.environment.protect",
         "flag_environment",
-        &dataset(project, name),
+        &target,
         Some(&before),
-        Some(&document),
+        Some(&after),
     )
     .await?;
-    enqueue(&mut tx, &dataset(project, name)).await?;
     tx.commit().await?;
-    Ok((environment, broken))
+    Ok(after)
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
