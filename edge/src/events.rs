@@ -16,14 +16,26 @@ use crate::json::push_string;
 const MAX_FIELD_CHARS: usize = 256;
 
 /// A batch of events under construction, serialized as it grows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Events {
+    /// False when the platform will not send them: pushes are then no-ops.
+    enabled: bool,
     /// `{…},{…}` without the surrounding `{"events":[` … `]}`.
     body: String,
     count: usize,
 }
 
+impl Default for Events {
+    fn default() -> Events {
+        Events::new(true)
+    }
+}
+
 impl Events {
+    pub fn new(enabled: bool) -> Events {
+        Events { enabled, body: String::new(), count: 0 }
+    }
+
     /// Records one event of `kind` (e.g. `edge.not_found`) with string fields.
     pub fn push<H: Host>(&mut self, host: &H, kind: &str, fields: &[(&str, &str)]) {
         self.push_flagged(host, kind, fields, &[]);
@@ -31,6 +43,9 @@ impl Events {
 
     /// Records one event with string fields and boolean ones.
     pub fn push_flagged<H: Host>(&mut self, host: &H, kind: &str, fields: &[(&str, &str)], flags: &[(&str, bool)]) {
+        if !self.enabled {
+            return;
+        }
         let now = host.now_millis();
         let mut random = [0u8; 10];
         host.fill_random(&mut random);

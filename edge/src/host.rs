@@ -37,4 +37,9 @@ pub trait Host {
     /// Hands a batch of events (JSON) to the platform to send to the core after the
     /// response is written (`wait_until`, `send_async`); never awaited on the hot path.
     fn send_after_response(&self, batch: Vec<u8>);
+    /// False when this edge is known not to report (no core configured), so handlers need
+    /// not build events at all.
+    fn reports_events(&self) -> bool {
+        true
+    }
 }

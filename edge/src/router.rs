@@ -16,7 +16,7 @@ pub type Body = Vec<u8>;
 
 /// Answers one request, then hands the events it produced to the platform as one batch.
 pub async fn handle<H: Host>(host: &H, request: Request<Body>) -> Response<Body> {
-    let mut events = Events::default();
+    let mut events = Events::new(host.reports_events());
     let response = route(host, &request, &mut events).await;
     if let Some(batch) = events.into_batch() {
         host.send_after_response(batch);

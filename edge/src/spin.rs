@@ -9,6 +9,7 @@
 
 use std::cell::OnceCell;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -21,6 +22,16 @@ use crate::host::{Client, Host, HostError};
 
 /// Largest request body the edge reads; edge routes take small JSON bodies at most.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Where events go, read from the variables once per instance (they are fixed for its
+/// life); `None` when this edge does not report, so requests skip the send entirely.
+static INGEST: OnceLock<Option<Ingest>> = OnceLock::new();
+
+#[derive(Clone)]
+struct Ingest {
+    url: String,
+    key: String,
+}
 
 struct SpinHost {
     store: OnceCell<Store>,
@@ -52,7 +63,14 @@ impl Host for SpinHost {
     }
 
     #[allow(clippy::print_stderr, reason = "stderr is the platform's log")]
+    fn reports_events(&self) -> bool {
+        !matches!(INGEST.get(), Some(None))
+    }
+
     fn send_after_response(&self, batch: Vec<u8>) {
+        if !self.reports_events() {
+            return;
+        }
         spin_sdk::wasip3::spawn(async move {
             if let Err(err) = send_events(batch).await {
                 // The batch is lost: events are telemetry the edge never acknowledged.
@@ -62,13 +80,20 @@ impl Host for SpinHost {
     }
 }
 
-async fn send_events(batch: Vec<u8>) -> Result<(), String> {
-    let core_url = spin_sdk::variables::get("core_url").await.map_err(|err| format!("variable core_url: {err:?}"))?;
-    let key = spin_sdk::variables::get("ingest_key").await.map_err(|err| format!("variable ingest_key: {err:?}"))?;
-    if key.is_empty() {
-        return Ok(()); // No ingest key: this edge does not report.
+async fn ingest() -> Result<Option<Ingest>, String> {
+    if let Some(known) = INGEST.get() {
+        return Ok(known.clone());
     }
-    let request = spin_sdk::http::Request::post(format!("{}/v1/events", core_url.trim_end_matches('/')))
+    let url = spin_sdk::variables::get("core_url").await.map_err(|err| format!("variable core_url: {err:?}"))?;
+    let key = spin_sdk::variables::get("ingest_key").await.map_err(|err| format!("variable ingest_key: {err:?}"))?;
+    // No ingest key: this edge does not report.
+    let found = (!key.is_empty()).then(|| Ingest { url: format!("{}/v1/events", url.trim_end_matches('/')), key });
+    Ok(INGEST.get_or_init(|| found).clone())
+}
+
+async fn send_events(batch: Vec<u8>) -> Result<(), String> {
+    let Some(Ingest { url, key }) = ingest().await? else { return Ok(()) };
+    let request = spin_sdk::http::Request::post(url)
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {key}"))
         .body(Full::new(Bytes::from(batch)))
