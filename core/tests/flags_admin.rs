@@ -96,7 +96,7 @@ async fn a_protected_environment_changes_only_through_requests_approved_by_anoth
     let entries = trail.ok()["items"].as_array().unwrap().clone();
     let put = entries.iter().find(|e| e["action"] == "flag.put").expect("the flag's edit is in the trail");
     assert_eq!(&put["actor"], author);
-    let audit = app.get(&format!("/v1/audit-log?target_id={id}"), Some(&reader)).await;
+    let audit = app.get(&format!("/v1/audit-log?target_id=flags/web/prod/changes/{id}"), Some(&reader)).await;
     let actions: Vec<_> = audit.ok()["items"].as_array().unwrap().iter().map(|e| e["action"].clone()).collect();
     assert_eq!(actions, [json!("flags.change.approve"), json!("flags.change.propose")]);
     assert_eq!(&audit.json["items"][0]["actor"], reviewer);
@@ -359,4 +359,21 @@ async fn concurrent_edits_of_one_environment_all_land() {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     }
     assert_eq!(env.flags(&writer).await.as_object().unwrap().len(), 16, "no edit overwrote another");
+}
+
+#[tokio::test]
+async fn a_request_approved_twice_at_once_applies_once() {
+    let app = TestApp::new().await;
+    let author = app.key(&[Scope::FlagsWrite]).await;
+    let reviewers = [app.key(&[Scope::FlagsWrite]).await, app.key(&[Scope::FlagsWrite]).await];
+    let prod = Env::create(&app, &author, "prod", true).await;
+    let body = json!({"changes": [{"op": "put_flag", "key": "beta", "flag": flag("on")}]});
+    let id = prod.propose(&author, body).await.json["id"].as_str().unwrap().to_owned();
+    let (a, b) = tokio::join!(review(&app, &id, "approve", &reviewers[0]), review(&app, &id, "approve", &reviewers[1]));
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "{} / {}", a.text, b.text);
+    let trail = prod.call(Method::GET, "/audit", &app.key(&[Scope::Read]).await, None).await;
+    let puts = trail.ok()["items"].as_array().unwrap().iter().filter(|e| e["action"] == "flag.put").count();
+    assert_eq!(puts, 1, "the edit was applied once");
 }

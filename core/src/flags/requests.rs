@@ -126,8 +126,13 @@ impl ChangeRequest {
     }
 }
 
+/// The request, its row locked until the transaction ends on PostgreSQL, so approval,
+/// cancellation and the scheduler never act on the same request at once. (SQLite's write
+/// transactions already exclude each other.)
 async fn find(conn: &mut sqlx::AnyConnection, id: &str) -> Result<ChangeRequest, ApiError> {
-    let row = sqlx::query("SELECT * FROM flag_changes WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
+    let lock = if conn.backend_name() == "PostgreSQL" { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT * FROM flag_changes WHERE id = $1{lock}");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
     match row {
         Some(row) => Ok(ChangeRequest::from_row(&row)?),
         None => Err(ApiError::not_found(format!("no change request `{id}`"))),
@@ -179,7 +184,9 @@ async fn save(
         .execute(&mut *conn)
         .await?;
     }
-    crate::audit::record(conn, actor, action, "flag_change", &after.id, before, Some(after)).await?;
+    // Under the environment's id, so its trail shows proposals and approvals too.
+    let target = format!("{}/changes/{}", super::dataset(&after.project, &after.environment), after.id);
+    crate::audit::record(conn, actor, action, "flag_change", &target, before, Some(after)).await?;
     Ok(())
 }
 
@@ -492,10 +499,9 @@ pub async fn apply_due_changes(db: &Database, now: Millis) -> Result<usize, sqlx
 /// Applies one scheduled change unless another core got to it first.
 async fn apply_scheduled(db: &Database, id: &str, now: Millis) -> Result<bool, ApiError> {
     let mut tx = db.begin_write().await?;
+    // Locked: another core's scheduler, or a cancellation, may have got to it first.
     let before = find(&mut tx, id).await?;
     let (environment, _) = super::load_locked(&mut tx, &before.project, &before.environment).await?;
-    // Re-read under the environment's lock: another core may have applied it meanwhile.
-    let before = find(&mut tx, id).await?;
     if before.status != Status::Scheduled {
         return Ok(false);
     }
