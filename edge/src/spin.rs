@@ -62,11 +62,11 @@ impl Host for SpinHost {
         buf.copy_from_slice(&bytes[..buf.len()]);
     }
 
-    #[allow(clippy::print_stderr, reason = "stderr is the platform's log")]
     fn reports_events(&self) -> bool {
         !matches!(INGEST.get(), Some(None))
     }
 
+    #[allow(clippy::print_stderr, reason = "stderr is the platform's log")]
     fn send_after_response(&self, batch: Vec<u8>) {
         if !self.reports_events() {
             return;
