@@ -236,13 +236,7 @@ async fn the_catalog_types_describes_and_tags_flags_across_environments() {
     assert_eq!(described.ok()["tags"], json!(["release", "team:payments"]));
     let bad = json!({"tags": ["Bad Tag"], "description": "x".repeat(2001)});
     let refused = app.call(Method::PATCH, &format!("{catalog}/checkout"), Some(&writer), Some(bad)).await;
-    let fields: Vec<_> = refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].clone())
-        .collect();
-    assert_eq!(fields, [json!("description"), json!("tags/0")]);
+    assert_eq!(refused.validation_fields(), ["description", "tags/0"]);
     let retype =
         app.call(Method::PATCH, &format!("{catalog}/checkout"), Some(&writer), Some(json!({"type": "string"}))).await;
     let error = &retype.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")["errors"][0];
@@ -336,13 +330,7 @@ async fn the_stale_report_lists_flags_no_edge_evaluated_within_the_window() {
     // Malformed evaluation events are refused whole.
     let bad = json!({"events": [event(json!({"dataset": "links/x", "flag": ""}), now_millis())]});
     let refused = app.call(Method::POST, "/v1/events", Some(&ingest), Some(bad)).await;
-    let fields: Vec<_> = refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].clone())
-        .collect();
-    assert_eq!(fields, [json!("/events/0/data/dataset"), json!("/events/0/data/flag")]);
+    assert_eq!(refused.validation_fields(), ["/events/0/data/dataset", "/events/0/data/flag"]);
     prod.call(Method::GET, "/stale?days=0", &writer, None)
         .await
         .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");

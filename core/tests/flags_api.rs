@@ -24,13 +24,7 @@ async fn environments_import_export_and_publish() {
     assert_eq!(create(json!({"project": "web", "name": "production"})).await.status, StatusCode::CREATED);
     create(json!({"project": "web", "name": "production"})).await.problem(StatusCode::CONFLICT, "environment_exists");
     let bad = create(json!({"project": "Web App", "name": "-x"})).await;
-    let fields: Vec<_> = bad.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].clone())
-        .collect();
-    assert_eq!(fields, [json!("project"), json!("name")]);
+    assert_eq!(bad.validation_fields(), ["project", "name"]);
     let reply =
         app.call(Method::POST, "/v1/flags/environments", Some(&reader), Some(json!({"project": "a", "name": "b"})));
     reply.await.problem(StatusCode::FORBIDDEN, "forbidden");
@@ -57,13 +51,7 @@ async fn environments_import_export_and_publish() {
         "b": {"state": "ENABLED", "variants": {"on": true}, "targeting": {"if": [{"$ref": "missing"}, "on"]}},
     }});
     let refused = app.call(Method::PUT, path, Some(&writer), Some(rules)).await;
-    let fields: Vec<_> = refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].clone())
-        .collect();
-    assert_eq!(fields, [json!("/flags/a/targeting"), json!("/flags/b/targeting")]);
+    assert_eq!(refused.validation_fields(), ["/flags/a/targeting", "/flags/b/targeting"]);
     assert_eq!(app.get(path, Some(&reader)).await.ok(), &document);
     app.call(Method::PUT, "/v1/flags/environments/web/nope/flagd", Some(&writer), Some(document.clone()))
         .await

@@ -164,6 +164,14 @@ impl Reply {
         &self.json
     }
 
+    /// Asserts a 422 `validation_failed` problem and returns the fields it names, in order.
+    #[track_caller]
+    pub fn validation_fields(&self) -> Vec<String> {
+        let problem = self.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        let errors = problem["errors"].as_array().expect("a validation problem lists its errors");
+        errors.iter().map(|e| e["field"].as_str().expect("each error names a field").to_owned()).collect()
+    }
+
     #[track_caller]
     pub fn ok(&self) -> &Value {
         assert!(self.status.is_success(), "{} {}", self.status, self.text);
