@@ -245,6 +245,12 @@ async fn the_catalog_types_describes_and_tags_flags_across_environments() {
         .await
         .problem(StatusCode::FORBIDDEN, "forbidden");
     app.get(&format!("{catalog}/nope"), Some(&reader)).await.problem(StatusCode::NOT_FOUND, "not_found");
+    // A flag made and removed within one batch never existed for the catalog.
+    let fleeting = json!({"changes": [
+        {"op": "put_flag", "key": "fleeting", "flag": flag("on")}, {"op": "delete_flag", "key": "fleeting"},
+    ]});
+    assert_eq!(dev.propose(&writer, fleeting).await.json["status"], "applied");
+    app.get(&format!("{catalog}/fleeting"), Some(&reader)).await.problem(StatusCode::NOT_FOUND, "not_found");
 
     // Listing: by key, a page at a time, by tag or text.
     let first = app.get(&format!("{catalog}?limit=1"), Some(&reader)).await;

@@ -159,11 +159,11 @@ fn apply(document: &mut Value, env: &str, change: Change) -> Result<Edit, ApiErr
 }
 
 /// The flags a change sets, whose variants the catalog checks.
-fn flags_set<'a>(change: &'a Change, document: &'a Value) -> Vec<&'a str> {
+fn flags_set(change: &Change) -> Vec<String> {
     match change {
-        Change::PutFlag { key, .. } => vec![key.as_str()],
-        Change::Import { .. } => {
-            document["flags"].as_object().map_or(Vec::new(), |f| f.keys().map(String::as_str).collect())
+        Change::PutFlag { key, .. } => vec![key.clone()],
+        Change::Import { document, .. } => {
+            document["flags"].as_object().map_or(Vec::new(), |f| f.keys().cloned().collect())
         }
         _ => Vec::new(),
     }
@@ -191,9 +191,8 @@ pub(crate) async fn commit(
             }
             tolerated = broken.into_iter().map(|p| p.field).collect();
         }
-        let edit = apply(&mut document, &target, change.clone())?;
-        typed_keys.extend(flags_set(&change, &document).into_iter().map(str::to_owned));
-        edits.push(edit);
+        typed_keys.extend(flags_set(&change));
+        edits.push(apply(&mut document, &target, change)?);
     }
     let problems = check_document(&document)?;
     let new_problems: Vec<FieldError> =
@@ -203,6 +202,8 @@ pub(crate) async fn commit(
     }
     typed_keys.sort();
     typed_keys.dedup();
+    // A flag set and then deleted within one batch is not in the set to check.
+    typed_keys.retain(|key| document["flags"].get(key).is_some());
     super::catalog::record_flags(tx, project, &document, &typed_keys).await?;
     let now = now_millis();
     sqlx::query("UPDATE flag_environments SET document = $1, updated_at = $2 WHERE project = $3 AND name = $4")
