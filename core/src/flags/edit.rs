@@ -70,8 +70,8 @@ pub(crate) async fn get_flag(
         (status = 200, description = "Stored; edges evaluate it after the next publish", body = Object),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
-        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 404, description = "No such environment", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 422, description = "Not a valid flag; each problem located by JSON pointer", body = Problem),
     )
 )]
@@ -94,8 +94,8 @@ pub(crate) async fn put_flag(
         (status = 204, description = "Removed"),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
-        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 404, description = "No such environment or flag", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
     )
 )]
 pub(crate) async fn delete_flag(
@@ -118,8 +118,8 @@ pub(crate) async fn delete_flag(
         (status = 200, description = "Disabled; edges stop serving its variants after the next publish", body = Object),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
-        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 404, description = "No such environment or flag", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
     )
 )]
 pub(crate) async fn kill_flag(
@@ -141,8 +141,8 @@ pub(crate) async fn kill_flag(
         (status = 200, description = "Stored", body = Object),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
-        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 404, description = "No such environment", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 422, description = "A flag using it would break; located by JSON pointer", body = Problem),
     )
 )]
@@ -165,8 +165,8 @@ pub(crate) async fn put_segment(
         (status = 204, description = "Removed"),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
-        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 404, description = "No such environment or segment", body = Problem),
+        (status = 409, description = "Protected environment: use a change request", body = Problem),
         (status = 422, description = "Flags still refer to it; they are named", body = Problem),
     )
 )]
