@@ -4,6 +4,13 @@
 //! store `default`): the local wasmtime host reads it while the core writes it (WAL), and
 //! the same file is what `spin up` reads for its default store, so a `--target spin`
 //! snapshot needs no conversion.
+//!
+//! Commits do not wait for fsync (WAL with `synchronous = NORMAL`): a change reaches the
+//! edge without a disk flush in its path, which under a busy disk can take a second on its
+//! own. That loses nothing: a power cut rolls the file back to an earlier consistent commit
+//! (WAL keeps commit order, and the manifest is written after the data it names), and the
+//! publisher's start-up reconcile compares against what the store actually holds and
+//! rewrites whatever the cut took.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -27,7 +34,8 @@ pub enum StoreError {
 #[async_trait]
 pub trait EdgeStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Writes every entry; each entry is durable on return (not all-or-nothing).
+    /// Writes every entry; each entry is committed on return (not all-or-nothing): readers
+    /// see it, and it outlives the writer's process.
     async fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError>;
     async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
@@ -52,7 +60,7 @@ impl LocalEdgeStore {
             .map_err(|e| fail(e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool =
             SqlitePoolOptions::new().max_connections(2).connect_with(options).await.map_err(|e| fail(e.to_string()))?;
