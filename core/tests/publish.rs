@@ -1,6 +1,7 @@
 //! Publishing to edge KV: versioned datasets made live by the manifest, unchanged content
 //! never rewritten, old versions collected, and a publish that dies midway leaving the
-//! edge on the previous complete version until a retry completes it.
+//! edge on the previous complete version until a retry completes it; a store rolled back
+//! by a power cut repaired on the next start.
 
 mod common;
 
@@ -181,6 +182,35 @@ async fn the_outbox_is_transactional_and_drained_by_the_publisher() {
     let reports = publisher.run_once(false).await.unwrap().expect("published");
     assert_eq!(reports[0].written, ["rl/policies"]);
     assert!(publisher.run_once(false).await.unwrap().is_none(), "the outbox was drained");
+}
+
+/// The edge store commits without fsync, so a power cut can roll it back to an earlier
+/// commit after the outbox was drained; the core's start-up reconcile must notice.
+#[tokio::test]
+async fn the_start_up_reconcile_repairs_a_store_a_power_cut_rolled_back() {
+    let (app, fixture, store, _dir) = setup().await;
+    let db = app.app.state.db.clone();
+    let publisher = Publisher::new(db.clone(), vec![fixture.clone()], vec![Arc::new(store.clone())]);
+    fixture.set(&[("flags/dev", &[("0", "one")])]);
+    publisher.run_once(true).await.unwrap().expect("published");
+    let manifest_v1 = store.get(MANIFEST_KEY).await.unwrap().unwrap();
+
+    fixture.set(&[("flags/dev", &[("0", "two")])]);
+    let mut tx = db.pool().begin().await.unwrap();
+    publish::enqueue(&mut tx, "flags/dev").await.unwrap();
+    tx.commit().await.unwrap();
+    publisher.run_once(false).await.unwrap().expect("published");
+    assert_eq!(edge_read(&store, "flags/dev", &["0"]).await.unwrap().1, ["two"]);
+
+    // The cut: the store loses its last commits (the v2 part, then the manifest naming it).
+    store.put_many(&[(MANIFEST_KEY.to_owned(), manifest_v1)]).await.unwrap();
+    store.delete_many(&store.keys_with_prefix("flags/dev/v2").await.unwrap()).await.unwrap();
+    assert_eq!(edge_read(&store, "flags/dev", &["0"]).await.unwrap().1, ["one"], "rolled back");
+    assert!(publisher.run_once(false).await.unwrap().is_none(), "the outbox no longer names the change");
+
+    // What `Publisher::run` does first on every start.
+    publisher.run_once(true).await.unwrap().expect("published");
+    assert_eq!(edge_read(&store, "flags/dev", &["0"]).await.unwrap().1, ["two"], "repaired");
 }
 
 #[tokio::test]
