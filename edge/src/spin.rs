@@ -9,6 +9,7 @@
 
 use std::cell::OnceCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -33,18 +34,29 @@ struct Ingest {
     key: String,
 }
 
+thread_local! {
+    /// The `default` store, opened by the first request an instance serves and kept for
+    /// the instance's life: instances serve many requests (and several at once), and an
+    /// open per request is a host round trip on every one of them.
+    static STORE: OnceCell<Rc<Store>> = const { OnceCell::new() };
+}
+
 struct SpinHost {
-    store: OnceCell<Store>,
     client: Client,
+}
+
+async fn default_store() -> Result<Rc<Store>, HostError> {
+    if let Some(store) = STORE.with(|cell| cell.get().cloned()) {
+        return Ok(store);
+    }
+    let opened = Store::open_default().await.map_err(|err| HostError(format!("open KV store: {err:?}")))?;
+    // Two requests may race to open it; the first one stored is kept, the other dropped.
+    Ok(STORE.with(|cell| cell.get_or_init(|| Rc::new(opened)).clone()))
 }
 
 impl Host for SpinHost {
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
-        if self.store.get().is_none() {
-            let store = Store::open_default().await.map_err(|err| HostError(format!("open KV store: {err:?}")))?;
-            let _ = self.store.set(store);
-        }
-        let store = self.store.get().expect("opened above");
+        let store = default_store().await?;
         store.get(key).await.map_err(|err| HostError(format!("KV get `{key}`: {err:?}")))
     }
 
@@ -120,20 +132,31 @@ async fn serve(request: Request) -> http::Response<Full<Bytes>> {
             .filter(|code| code.iter().all(u8::is_ascii_uppercase)),
     };
     let (parts, body) = request.into_parts();
-    let body = match body.bytes().await {
-        Ok(bytes) if bytes.len() <= MAX_BODY_BYTES => bytes.to_vec(),
-        Ok(_) => return into_spin(too_large()),
-        Err(_) => {
-            return into_spin(crate::problem::response(
-                http::StatusCode::BAD_REQUEST,
-                "unreadable_body",
-                "the request body could not be read",
-            ));
+    // No edge route reads a GET or HEAD body; skipping the read saves stream round trips
+    // with the host on the hottest paths (redirects, health).
+    let body = if matches!(parts.method, http::Method::GET | http::Method::HEAD) {
+        Vec::new()
+    } else {
+        match read_body(body).await {
+            Ok(body) => body,
+            Err(response) => return into_spin(response),
         }
     };
-    let host = SpinHost { store: OnceCell::new(), client };
+    let host = SpinHost { client };
     let response = crate::handle(&host, http::Request::from_parts(parts, body)).await;
     into_spin(response)
+}
+
+async fn read_body(body: impl IncomingBodyExt) -> Result<Vec<u8>, http::Response<Vec<u8>>> {
+    match body.bytes().await {
+        Ok(bytes) if bytes.len() <= MAX_BODY_BYTES => Ok(bytes.to_vec()),
+        Ok(_) => Err(too_large()),
+        Err(_) => Err(crate::problem::response(
+            http::StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            "the request body could not be read",
+        )),
+    }
 }
 
 fn too_large() -> http::Response<Vec<u8>> {
