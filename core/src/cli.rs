@@ -179,17 +179,15 @@ fn init_logging(config: &Config, command: &Command) {
     };
 }
 
-/// Runs `app` on `listener` with its publisher until SIGINT/SIGTERM, then drains both.
-async fn run_until_signal(
+/// Runs `app` on `listener` with its publisher and scheduler until `stop` resolves (a
+/// signal, or for `verge dev` also its edge host dying), then drains all three.
+async fn run_until(
     app: App,
     listener: tokio::net::TcpListener,
     grace: std::time::Duration,
+    stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -199,7 +197,16 @@ async fn run_until_signal(
         app.state.publisher.clone(),
         stopped(stop_rx.clone()),
     ));
-    server::serve(listener, app.router, stopped(stop_rx), grace).await?;
+    let mut server = std::pin::pin!(server::serve(listener, app.router, stopped(stop_rx), grace));
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = stop => {
+            let _ = stop_tx.send(true);
+            server.await
+        }
+    };
+    let _ = stop_tx.send(true);
+    served?;
     publisher.await?;
     scheduler.await?;
     app.state.db.close().await;
@@ -234,7 +241,7 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         Bootstrap::FromConfig => println!("  admin key    the one in VERGE_ADMIN_KEY"),
         Bootstrap::Existing => println!("  admin key    keys already exist; `verge keys create` makes another"),
     }
-    let edge_host = match (&config.edge_store, args.no_edge) {
+    let mut edge_host = match (&config.edge_store, args.no_edge) {
         (Some(store), false) => {
             let artifacts = edge::artifacts().await?;
             let edge_dir = store.parent().unwrap_or(&config.data_dir).to_owned();
@@ -257,7 +264,25 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     }
     println!("Press Ctrl-C to stop.");
     let grace = config.shutdown_grace();
-    let served = run_until_signal(app, listener, grace).await;
+    // The edge is half of what `verge dev` promises: if its host dies, everything stops,
+    // loudly, rather than leaving a core whose edge URL refuses connections.
+    let mut edge_died = None;
+    let stop = async {
+        let Some(host) = edge_host.as_mut() else { return server::shutdown_signal().await };
+        tokio::select! {
+            () = server::shutdown_signal() => {}
+            status = host.exited() => {
+                let status = status.map_or_else(|err| err.to_string(), |status| status.to_string());
+                tracing::error!(%status, "the edge host exited; stopping the core");
+                edge_died = Some(status);
+            }
+        }
+    };
+    let served = run_until(app, listener, grace, stop).await;
+    if let Some(status) = edge_died {
+        served?;
+        anyhow::bail!("the edge host exited unexpectedly ({status}); the core was stopped with it");
+    }
     if let Some(host) = edge_host {
         host.stop(grace).await?;
     }
@@ -308,7 +333,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         _ => {}
     }
     tracing::info!(address = %listener.local_addr()?, "serving");
-    run_until_signal(app, listener, config.shutdown_grace()).await
+    run_until(app, listener, config.shutdown_grace(), server::shutdown_signal()).await
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

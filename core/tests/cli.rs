@@ -111,6 +111,42 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
 }
 
 #[tokio::test]
+async fn verge_dev_stops_loudly_when_its_edge_host_dies() {
+    let (config, dir) = fresh_config().await;
+    let log_path = dir.path().join("dev.stderr");
+    let mut command = verge(&config, dir.path());
+    command.stderr(std::fs::File::create(&log_path).unwrap());
+    let (mut dev, lines) = start_dev(command);
+    let core = field(&lines, "core API").trim_end_matches("/v1").to_owned();
+    let edge = field(&lines, "edge").trim_end_matches("/__verge/health").to_owned();
+    assert_eq!(http_get(&edge, "/__verge/health", None).0, 200);
+
+    // The edge host is `verge dev`'s only child process.
+    let proc_dir = format!("/proc/{}/task", dev.0.id());
+    let children: Vec<String> = std::fs::read_dir(&proc_dir)
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("children")).ok())
+        .flat_map(|pids| pids.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(children.len(), 1, "children of verge dev: {children:?}");
+    assert!(Command::new("kill").args(["-KILL", &children[0]]).status().unwrap().success());
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = dev.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "verge dev kept running without its edge");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!exit.success(), "a dead edge is a failure, not a clean exit");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("the edge host exited unexpectedly (signal: 9"), "{log}");
+    let address = core.trim_start_matches("http://");
+    assert!(std::net::TcpStream::connect(address).is_err(), "the core stopped with its edge");
+}
+
+#[tokio::test]
 async fn verge_admin_key_is_used_as_the_bootstrap_key() {
     let (config, dir) = fresh_config().await;
     let chosen = "scripted-admin-key-0123456789abcdefghij";

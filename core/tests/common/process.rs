@@ -66,11 +66,9 @@ pub fn start_dev(mut command: Command) -> (Running, Vec<String>) {
 
 /// Starts `command` and collects its stdout lines until one satisfies `ready`.
 pub fn start_until(mut command: Command, ready: impl Fn(&str) -> bool) -> (Running, Vec<String>) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
+    // stderr is left as the caller set it (inherited unless redirected).
+    let mut child =
+        command.stdout(Stdio::piped()).spawn().unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
