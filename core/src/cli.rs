@@ -284,7 +284,7 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         anyhow::bail!("the edge host exited unexpectedly ({status}); the core was stopped with it");
     }
     if let Some(host) = edge_host {
-        host.stop(grace).await?;
+        host.stop().await?;
     }
     served
 }
@@ -314,7 +314,7 @@ async fn edge_serve(store: PathBuf, listen: SocketAddr, core_url: Option<String>
     tokio::select! {
         status = host.exited() => anyhow::bail!("the edge host exited: {}", status?),
         () = server::shutdown_signal() => {
-            host.stop(std::time::Duration::from_secs(5)).await?;
+            host.stop().await?;
             Ok(())
         }
     }

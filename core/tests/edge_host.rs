@@ -1,13 +1,15 @@
 //! The local edge host serves the same answers whether each request gets a fresh component
 //! instance or instances are reused (the default, up to 128 requests each), and no event
-//! sent after a response is lost when an instance is replaced.
+//! sent after a response is lost when an instance is replaced or the host shuts down.
 
 mod common;
 
-use std::time::Duration;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 
 use common::fresh_config;
-use common::process::{http, serve_edge, start_core_for_edges, verge};
+use common::process::{http, serve_edge, start_core_for_edges, start_until, verge};
 
 /// Enough sequential requests to cross the default reuse limit twice.
 const REQUESTS: usize = 300;
@@ -63,5 +65,75 @@ async fn fresh_and_reused_instances_answer_alike_and_lose_no_events() {
         let expected = if mode == "burst" { burst } else { REQUESTS };
         let reported = events.iter().filter(|data| data.contains(&format!("/gone/{mode}/"))).count();
         assert_eq!(reported, expected, "{mode} events");
+    }
+}
+
+#[tokio::test]
+async fn shutting_down_waits_for_events_still_being_sent() {
+    let (config, dir) = fresh_config().await;
+    let work = dir.path();
+    let store = work.join("store");
+    let published = verge(&config, work).args(["publish", "--target", "local", "--out"]).arg(&store).output().unwrap();
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+
+    // A core that takes a second to answer an event batch, and notes whether the edge
+    // hung up on it before the answer came.
+    let core = TcpListener::bind("127.0.0.1:0").unwrap();
+    let core_url = format!("http://{}", core.local_addr().unwrap());
+    let (received_tx, received_rx) = std::sync::mpsc::channel();
+    let slow_core = std::thread::spawn(move || {
+        let (mut conn, _) = core.accept().unwrap();
+        let request = read_request(&mut conn);
+        received_tx.send(()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let hung_up = match conn.read(&mut [0; 1]) {
+            Err(err) => !matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            Ok(read) => read == 0,
+        };
+        let _ = conn.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        (request, hung_up)
+    });
+
+    let mut command = verge(&config, work);
+    command
+        .args(["edge", "serve", "--listen", "127.0.0.1:0", "--core-url", &core_url, "--store"])
+        .arg(&store)
+        .env("VERGE_EDGE_INGEST_KEY", "verge_test-ingest-key");
+    let (mut edge, lines) = start_until(command, |line| line.starts_with("edge serving"));
+    let edge_url =
+        lines.last().unwrap().split_whitespace().nth(2).unwrap().trim_end_matches("/__verge/health").to_owned();
+
+    assert_eq!(http(&edge_url, "GET", "/served/just/before/stopping", &[], "").status, 404);
+    received_rx.recv_timeout(Duration::from_secs(10)).expect("the edge sent its event batch");
+    let stopping = Instant::now();
+    let exit = edge.terminate();
+    assert!(exit.success(), "exit status {exit}");
+    let (request, hung_up) = slow_core.join().unwrap();
+    assert!(request.contains("/served/just/before/stopping"), "{request}");
+    assert!(!hung_up, "the edge dropped its event batch at shutdown instead of waiting for the core's answer");
+    assert!(stopping.elapsed() >= Duration::from_secs(1), "stopped before the core answered");
+}
+
+/// One HTTP/1.1 request, head and body (by Content-Length, or chunked to its last chunk).
+fn read_request(conn: &mut TcpStream) -> String {
+    let mut raw = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let read = conn.read(&mut buf).unwrap();
+        assert!(read > 0, "the request ended early: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..read]);
+        let text = String::from_utf8_lossy(&raw);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let length = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().unwrap())
+        });
+        let complete = match length {
+            Some(length) => body.len() >= length,
+            None => body.ends_with("0\r\n\r\n"),
+        };
+        if complete {
+            return text.into_owned();
+        }
     }
 }

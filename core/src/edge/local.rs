@@ -215,12 +215,13 @@ impl EdgeHost {
         Ok(EdgeHost { child, url })
     }
 
-    /// Asks the host to stop (SIGTERM), then waits; kills it after `grace`.
-    pub(crate) async fn stop(mut self, grace: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    /// Asks the host to stop (SIGTERM), then waits for it; kills it if it overruns its own
+    /// shutdown: its grace (5 s by default) for connections, as long again for event sends.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
         }
-        match tokio::time::timeout(grace + Duration::from_secs(1), self.child.wait()).await {
+        match tokio::time::timeout(Duration::from_secs(11), self.child.wait()).await {
             Ok(status) => Ok(status?),
             Err(_) => {
                 self.child.kill().await?;

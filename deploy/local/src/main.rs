@@ -52,7 +52,8 @@ struct Args {
     /// sees no country, and a country header a client sends is ignored.
     #[arg(long, env = "VERGE_EDGE_COUNTRY_HEADER")]
     country_header: Option<http::HeaderName>,
-    /// How long connections in flight may take to finish after SIGINT/SIGTERM.
+    /// How long connections in flight may take to finish after SIGINT/SIGTERM; then as
+    /// long again for instances still sending the events of requests already answered.
     #[arg(long, default_value_t = 5000)]
     shutdown_grace_ms: u64,
 }

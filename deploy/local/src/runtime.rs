@@ -9,18 +9,21 @@
 //! its tests run under both. Instantiation stays cheap for when it happens (resident pool
 //! slots). Epoch ticks make a busy guest yield, so an overrun is noticed and the instance
 //! killed; guest work after the response (event batches) gets its own, longer budget.
+//!
+//! At shutdown idle instances go at once, but one still sending its events after a
+//! response is waited for (within that budget and the host's grace), so stopping a PoP
+//! does not throw away the clicks and evaluations it just served.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use wasmtime::component::{Component, GuestTaskId, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreContextMut};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -64,6 +67,9 @@ pub(crate) struct Runtime {
     in_flight: Semaphore,
     /// The header a trusted proxy in front of this PoP puts the client's country in.
     country_header: Option<http::HeaderName>,
+    /// Closed when the last instance is gone: each holds the handler, whose state holds
+    /// the sending side.
+    instances_gone: watch::Receiver<bool>,
 }
 
 /// Where the guest finds the client's country (ISO 3166 alpha-2), as the edge's Spin entry
@@ -78,7 +84,8 @@ struct Instances {
     variables: Arc<Variables>,
     outbound: OutboundPolicy,
     max_reuse: usize,
-    shutting_down: Arc<AtomicBool>,
+    /// Set once the host stops taking requests.
+    shutting_down: watch::Sender<bool>,
 }
 
 /// Host state of one instance (shared by the requests it serves).
@@ -171,6 +178,7 @@ impl Runtime {
             }
         })?;
 
+        let (shutting_down, instances_gone) = watch::channel(false);
         let instances = Instances {
             engine,
             pre,
@@ -178,12 +186,13 @@ impl Runtime {
             variables: Arc::new(variables),
             outbound,
             max_reuse: max_reuse.max(1),
-            shutting_down: Arc::default(),
+            shutting_down,
         };
         Ok(Arc::new(Runtime {
             handler: ProxyHandler::new(instances),
             in_flight: Semaphore::new(MAX_REQUESTS_IN_FLIGHT),
             country_header,
+            instances_gone,
         }))
     }
 
@@ -214,9 +223,19 @@ impl Runtime {
         }
     }
 
-    /// Marks the host as stopping: instances torn down from now on are not failures.
-    pub(crate) fn shut_down(&self) {
-        self.handler.state().shutting_down.store(true, Ordering::Relaxed);
+    /// Stops the runtime once no more requests can arrive: idle instances are dropped at
+    /// once, and instances still working after a response (sending events) are waited for,
+    /// up to `grace`. Instances torn down from now on are not failures.
+    pub(crate) async fn shut_down(self: Arc<Self>, grace: Duration) {
+        self.handler.state().shutting_down.send_replace(true);
+        let mut instances_gone = self.instances_gone.clone();
+        // Our handle on the handler (and so on the sending side) goes; the instances'
+        // handles go as each finishes.
+        drop(self);
+        let all_gone = async { while instances_gone.changed().await.is_ok() {} };
+        if tokio::time::timeout(grace, all_gone).await.is_err() {
+            tracing::warn!("edge instances still busy after the grace period (events may be lost); stopping anyway");
+        }
     }
 }
 
@@ -244,27 +263,48 @@ impl HandlerState for Instances {
             store,
             proxy,
             view: <InstanceState as WasiHttpView>::http,
-            expiration: Expiry { sleep: Box::pin(tokio::time::sleep(Duration::MAX)) },
-            state: Reuse { max_reuse: self.max_reuse, shutting_down: self.shutting_down.clone() },
+            expiration: Expiry {
+                sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
+                shutdown: Box::pin(stopping(self.shutting_down.subscribe())),
+                stopping: false,
+            },
+            state: Reuse { max_reuse: self.max_reuse, shutting_down: self.shutting_down.subscribe() },
         })
     }
 }
 
+/// Resolves once the host is shutting down.
+async fn stopping(mut shutting_down: watch::Receiver<bool>) {
+    // An error means the runtime is gone, which is a shutdown too.
+    let _ = shutting_down.wait_for(|stopping| *stopping).await;
+}
+
 /// When an instance is dropped: when a request overruns its budget, when background work
-/// after the response overruns its own, or after sitting idle.
+/// after the response overruns its own, after sitting idle, or, once the host is shutting
+/// down, as soon as it is idle.
 pub(crate) struct Expiry {
     sleep: Pin<Box<tokio::time::Sleep>>,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+    stopping: bool,
 }
 
 impl WorkerExpiration for Expiry {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, status: WorkerStatus, since: Instant) -> Poll<()> {
+        let this = self.get_mut();
+        // Only an idle instance cares; a busy one is polled again when it becomes idle.
+        if status == WorkerStatus::Idle {
+            this.stopping = this.stopping || this.shutdown.as_mut().poll(cx).is_ready();
+            if this.stopping {
+                return Poll::Ready(());
+            }
+        }
         let budget = match status {
             WorkerStatus::Requests => REQUEST_BUDGET,
             WorkerStatus::PostReturn => AFTER_RESPONSE_BUDGET,
             WorkerStatus::Idle => IDLE_INSTANCE,
         };
         let deadline = tokio::time::Instant::from_std(since + budget);
-        let sleep = &mut self.get_mut().sleep;
+        let sleep = &mut this.sleep;
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
         }
@@ -275,7 +315,7 @@ impl WorkerExpiration for Expiry {
 /// How many requests an instance takes, in all and at once.
 pub(crate) struct Reuse {
     max_reuse: usize,
-    shutting_down: Arc<AtomicBool>,
+    shutting_down: watch::Receiver<bool>,
 }
 
 impl WorkerState for Reuse {
@@ -304,7 +344,7 @@ impl WorkerState for Reuse {
     fn drop(&self, store: Store<InstanceState>, result: wasmtime::Result<()>) {
         // At shutdown the runtime drops idle workers, which reports them as failed.
         if let Err(err) = result
-            && !self.shutting_down.load(Ordering::Relaxed)
+            && !*self.shutting_down.borrow()
         {
             tracing::warn!(error = %format!("{err:#}"), "edge instance dropped after a failure");
         }

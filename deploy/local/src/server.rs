@@ -59,7 +59,7 @@ pub(crate) async fn serve(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
     }
-    runtime.shut_down();
+    runtime.shut_down(grace).await;
     Ok(())
 }
 
