@@ -397,15 +397,35 @@ async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()
     Ok(())
 }
 
+/// `verge publish`'s progress: a spinner while it compares, then a bar over the keys it
+/// writes (drawn on stderr when that is a terminal).
+struct PublishProgress(indicatif::ProgressBar);
+
+impl publish::Progress for PublishProgress {
+    fn planned(&self, keys: usize) {
+        self.0.set_length(keys as u64);
+        self.0.set_style(
+            indicatif::ProgressStyle::with_template("publishing [{bar:40}] {pos}/{len} keys ({eta} left)")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+    }
+
+    fn written(&self, keys: usize) {
+        self.0.inc(keys as u64);
+    }
+}
+
 async fn publish_snapshot(config: Config, target: Target, out: PathBuf) -> anyhow::Result<()> {
     let db = Database::connect(&config).await?;
     db.migrate().await?;
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} publishing: {pos} keys written").expect("valid template"),
+    let progress = PublishProgress(indicatif::ProgressBar::new_spinner());
+    progress.0.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} publishing: comparing with what {prefix} holds…")
+            .expect("valid template"),
     );
-    bar.enable_steady_tick(std::time::Duration::from_millis(100));
-    let progress = |n: usize| bar.inc(n as u64);
+    progress.0.set_prefix(out.display().to_string());
+    progress.0.enable_steady_tick(std::time::Duration::from_millis(100));
     let sources = publish::sources();
     let (report, wrote) = match target {
         Target::Local | Target::Spin => {
@@ -424,7 +444,7 @@ async fn publish_snapshot(config: Config, target: Target, out: PathBuf) -> anyho
             (report, files.finish()?)
         }
     };
-    bar.finish_and_clear();
+    progress.0.finish_and_clear();
     if wrote {
         println!(
             "published snapshot {} to {}: {} dataset(s) changed, {} key(s) written, {} removed",

@@ -65,21 +65,21 @@ async fn versions_are_published_then_made_live_and_unchanged_content_writes_noth
     let sources: Vec<Arc<dyn DatasetSource>> = vec![fixture.clone()];
     fixture.set(&[("flags/prod", &[("0", "a"), ("1", "b")])]);
 
-    let first = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    let first = publish::publish_to(db, &sources, &store, &()).await.unwrap();
     assert_eq!((first.snapshot, first.written.clone(), first.keys_written), (1, vec!["flags/prod".into()], 3));
     assert_eq!(edge_read(&store, "flags/prod", &["0", "1"]).await, Some((1, vec!["a".into(), "b".into()])));
 
-    let again = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    let again = publish::publish_to(db, &sources, &store, &()).await.unwrap();
     assert_eq!((again.snapshot, again.keys_written), (1, 0), "unchanged state writes nothing");
 
     fixture.set(&[("flags/prod", &[("0", "a"), ("1", "c")])]);
-    let second = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    let second = publish::publish_to(db, &sources, &store, &()).await.unwrap();
     assert_eq!(second.snapshot, 2);
     assert_eq!(edge_read(&store, "flags/prod", &["0", "1"]).await, Some((2, vec!["a".into(), "c".into()])));
     assert!(store.get("flags/prod/v1/0").await.unwrap().is_some(), "the previous version stays for in-flight readers");
 
     fixture.set(&[("flags/prod", &[("0", "z")])]);
-    let third = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    let third = publish::publish_to(db, &sources, &store, &()).await.unwrap();
     assert_eq!(third.keys_removed, 2, "version 1 is collected once version 3 is live");
     assert_eq!(
         store.keys_with_prefix("flags/prod/v").await.unwrap(),
@@ -87,10 +87,69 @@ async fn versions_are_published_then_made_live_and_unchanged_content_writes_noth
     );
 
     fixture.set(&[]);
-    let gone = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    let gone = publish::publish_to(db, &sources, &store, &()).await.unwrap();
     assert_eq!(gone.snapshot, 4);
     assert!(store.keys_with_prefix("flags/prod/").await.unwrap().is_empty(), "a removed dataset leaves nothing");
     assert_eq!(edge_read(&store, "flags/prod", &[]).await, None);
+}
+
+/// Individually keyed records under `rec/`, as links are.
+#[derive(Debug, Default)]
+struct KeyedFixture(Mutex<Vec<(String, Vec<u8>)>>);
+
+#[async_trait]
+impl DatasetSource for KeyedFixture {
+    async fn build(&self, _: &Database) -> Result<Vec<DatasetContent>, sqlx::Error> {
+        Ok(Vec::new())
+    }
+
+    fn keyed_prefix(&self) -> Option<&'static str> {
+        Some("rec/")
+    }
+
+    async fn keyed_all(&self, _: &Database) -> Result<Vec<(String, Vec<u8>)>, sqlx::Error> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
+/// What a publish told its progress, in order.
+#[derive(Debug, Default)]
+struct Recorded(Mutex<Vec<(&'static str, usize)>>);
+
+impl publish::Progress for Recorded {
+    fn planned(&self, keys: usize) {
+        self.0.lock().unwrap().push(("planned", keys));
+    }
+
+    fn written(&self, keys: usize) {
+        self.0.lock().unwrap().push(("written", keys));
+    }
+}
+
+#[tokio::test]
+async fn progress_knows_the_total_before_the_first_write() {
+    let (app, fixture, store, _dir) = setup().await;
+    let db = &app.app.state.db;
+    let keyed = Arc::new(KeyedFixture::default());
+    let sources: Vec<Arc<dyn DatasetSource>> = vec![fixture.clone(), keyed.clone()];
+    let parts: Vec<(String, String)> = (0..1200).map(|i| (i.to_string(), format!("value {i}"))).collect();
+    let parts: Vec<(&str, &str)> = parts.iter().map(|(p, v)| (p.as_str(), v.as_str())).collect();
+    fixture.set(&[("flags/big", &parts)]);
+    *keyed.0.lock().unwrap() = (0..3).map(|i| (format!("rec/{i}"), vec![b'x'; i + 1])).collect();
+
+    let progress = Recorded::default();
+    let report = publish::publish_to(db, &sources, &store, &progress).await.unwrap();
+    let seen = progress.0.lock().unwrap().clone();
+    // 1,200 parts in chunks of 500, the manifest, then the keyed records.
+    let expected =
+        [("planned", 1204), ("written", 500), ("written", 500), ("written", 200), ("written", 1), ("written", 3)];
+    assert_eq!(seen, expected);
+    assert_eq!(report.keys_written, 1204);
+
+    keyed.0.lock().unwrap()[1].1 = b"changed".to_vec();
+    let progress = Recorded::default();
+    publish::publish_to(db, &sources, &store, &progress).await.unwrap();
+    assert_eq!(*progress.0.lock().unwrap(), [("planned", 1), ("written", 1)], "only the changed record");
 }
 
 /// Lets `allowed` writes through, then fails every write, as a process killed midway.
@@ -141,13 +200,13 @@ async fn a_publish_killed_midway_leaves_the_previous_version_live_and_a_retry_co
         fixture.set(&[("ac/shards", &refs)]);
     };
     set(&parts_v1);
-    publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    publish::publish_to(db, &sources, &store, &()).await.unwrap();
 
     let parts_v2: Vec<(String, String)> = (0..1200).map(|i| (format!("{i:04}"), format!("new-{i}"))).collect();
     set(&parts_v2);
     // The first 500-key chunk lands, then the process "dies".
     let dying = DiesMidway { inner: store.clone(), allowed: Mutex::new(1) };
-    let err = publish::publish_to(db, &sources, &dying, &|_| {}).await.unwrap_err();
+    let err = publish::publish_to(db, &sources, &dying, &()).await.unwrap_err();
     assert!(err.to_string().contains("killed"), "{err}");
     assert!(store.get("ac/shards/v2/0000").await.unwrap().is_some(), "the publish really got midway");
 
@@ -156,7 +215,7 @@ async fn a_publish_killed_midway_leaves_the_previous_version_live_and_a_retry_co
     assert_eq!(version, 1, "the edge still sees the previous version");
     assert!(values.iter().all(|v| v.starts_with("old-")), "and all of it");
 
-    let retry = publish::publish_to(db, &sources, &store, &|_| {}).await.unwrap();
+    let retry = publish::publish_to(db, &sources, &store, &()).await.unwrap();
     assert_eq!(retry.snapshot, 2);
     let (version, values) = edge_read(&store, "ac/shards", &all).await.unwrap();
     assert_eq!(version, 2);
@@ -255,7 +314,7 @@ async fn bulk_files_carry_the_state_between_runs_and_list_deletions() {
     for (round, value) in ["a", "b", "c"].iter().enumerate() {
         fixture.set(&[("flags/prod", &[("0", value)])]);
         let files = BulkFiles::open(Target::Cloudflare, &out).unwrap();
-        let report = publish::publish_to(db, &sources, &files, &|_| {}).await.unwrap();
+        let report = publish::publish_to(db, &sources, &files, &()).await.unwrap();
         assert_eq!(report.snapshot, round as u64 + 1, "each run continues from the files");
         assert!(files.finish().unwrap());
     }
@@ -268,6 +327,6 @@ async fn bulk_files_carry_the_state_between_runs_and_list_deletions() {
     assert_eq!(keys, ["flags/prod/v2/0", "flags/prod/v3/0"], "the manifest is not in the data file");
 
     let files = BulkFiles::open(Target::Cloudflare, &out).unwrap();
-    publish::publish_to(db, &sources, &files, &|_| {}).await.unwrap();
+    publish::publish_to(db, &sources, &files, &()).await.unwrap();
     assert!(!files.finish().unwrap(), "unchanged: nothing rewritten");
 }

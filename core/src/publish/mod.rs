@@ -12,6 +12,7 @@
 //! the changed key itself, and the publisher rewrites (or deletes) just those keys; a full
 //! publish compares every key with the store and writes only the differences.
 
+mod full;
 pub mod snapshot;
 pub mod store;
 
@@ -22,8 +23,9 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use tokio::sync::Notify;
-use verge_shared::kv::{self, MANIFEST_KEY, Manifest};
+use verge_shared::kv;
 
+pub use self::full::{Progress, publish_to};
 pub use self::store::{EdgeStore, LocalEdgeStore, StoreError};
 use crate::db::{Database, Dialect};
 use crate::time::now_millis;
@@ -119,117 +121,6 @@ pub async fn enqueue(conn: &mut sqlx::AnyConnection, dataset: &str) -> Result<()
     Ok(())
 }
 
-/// Builds every dataset and keyed record and brings `store` up to date with them; see the
-/// module docs. `progress` is told each key count as parts are written.
-pub async fn publish_to(
-    db: &Database,
-    sources: &[Arc<dyn DatasetSource>],
-    store: &dyn EdgeStore,
-    progress: &(dyn Fn(usize) + Sync),
-) -> Result<Report, PublishError> {
-    let mut report = publish_datasets(db, sources, store, progress).await?;
-    for source in sources {
-        reconcile_keyed(db, source.as_ref(), store, &mut report, progress).await?;
-    }
-    Ok(report)
-}
-
-/// Brings the whole-read datasets in `store` up to date, manifest last.
-async fn publish_datasets(
-    db: &Database,
-    sources: &[Arc<dyn DatasetSource>],
-    store: &dyn EdgeStore,
-    progress: &(dyn Fn(usize) + Sync),
-) -> Result<Report, PublishError> {
-    let mut datasets = Vec::new();
-    for source in sources {
-        datasets.extend(source.build(db).await?);
-    }
-    datasets.sort_by(|a, b| a.name.cmp(&b.name));
-
-    let current = match store.get(MANIFEST_KEY).await? {
-        Some(bytes) => {
-            Manifest::decode(&bytes).map_err(|source| PublishError::Manifest { store: store.describe(), source })?
-        }
-        None => Manifest::default(),
-    };
-    let mut next = Manifest { snapshot: current.snapshot, datasets: Vec::new() };
-    let mut report = Report::default();
-    let mut superseded = Vec::new();
-    for dataset in &datasets {
-        let hash = dataset.hash();
-        let live = current.get(&dataset.name);
-        if let Some(live) = live.filter(|live| live.hash == hash) {
-            next.set(&live.name, live.version, &live.hash);
-            continue;
-        }
-        let version = live.map_or(1, |live| live.version + 1);
-        let entries: Vec<(String, Vec<u8>)> = dataset
-            .parts
-            .iter()
-            .map(|(part, bytes)| (kv::versioned_key(&dataset.name, version, part), bytes.clone()))
-            .collect();
-        for chunk in entries.chunks(500) {
-            store.put_many(chunk).await?;
-            report.keys_written += chunk.len();
-            progress(chunk.len());
-        }
-        next.set(&dataset.name, version, &hash);
-        report.written.push(dataset.name.clone());
-        superseded.push((dataset.name.clone(), version));
-    }
-    let removed_datasets: Vec<String> =
-        current.datasets.iter().filter(|d| next.get(&d.name).is_none()).map(|d| d.name.clone()).collect();
-    let first_publish = current.snapshot == 0;
-    if !report.written.is_empty() || !removed_datasets.is_empty() || first_publish {
-        next.snapshot = current.snapshot + 1;
-        // The manifest goes last: until this write, edges keep reading the old versions.
-        store.put_many(&[(MANIFEST_KEY.to_owned(), next.encode())]).await?;
-        report.keys_written += 1;
-    }
-    report.snapshot = next.snapshot;
-
-    // Versions older than the one just replaced can go: edges that read the previous
-    // manifest a moment ago may still be reading the previous version, so it stays.
-    for (name, version) in superseded {
-        report.keys_removed += remove_versions(store, &name, |v| v + 1 < version).await?;
-    }
-    for name in removed_datasets {
-        report.keys_removed += remove_versions(store, &name, |_| true).await?;
-    }
-    Ok(report)
-}
-
-/// Brings every key of a keyed source in `store` up to date: writes what differs, deletes
-/// what no longer exists.
-async fn reconcile_keyed(
-    db: &Database,
-    source: &dyn DatasetSource,
-    store: &dyn EdgeStore,
-    report: &mut Report,
-    progress: &(dyn Fn(usize) + Sync),
-) -> Result<(), PublishError> {
-    let Some(prefix) = source.keyed_prefix() else { return Ok(()) };
-    let wanted = source.keyed_all(db).await?;
-    let mut changed = Vec::new();
-    for (key, value) in &wanted {
-        if store.get(key).await?.as_deref() != Some(value.as_slice()) {
-            changed.push((key.clone(), value.clone()));
-        }
-    }
-    for chunk in changed.chunks(500) {
-        store.put_many(chunk).await?;
-        report.keys_written += chunk.len();
-        progress(chunk.len());
-    }
-    let wanted: std::collections::HashSet<&str> = wanted.iter().map(|(key, _)| key.as_str()).collect();
-    let stale: Vec<String> =
-        store.keys_with_prefix(prefix).await?.into_iter().filter(|key| !wanted.contains(key.as_str())).collect();
-    store.delete_many(&stale).await?;
-    report.keys_removed += stale.len();
-    Ok(())
-}
-
 /// Writes the current value of each changed keyed record named by the outbox.
 async fn publish_keys(
     db: &Database,
@@ -254,25 +145,6 @@ async fn publish_keys(
         written += puts.len() + deletes.len();
     }
     Ok(written)
-}
-
-async fn remove_versions(
-    store: &dyn EdgeStore,
-    dataset: &str,
-    doomed: impl Fn(u64) -> bool,
-) -> Result<usize, StoreError> {
-    let prefix = kv::dataset_prefix(dataset);
-    let keys: Vec<String> = store
-        .keys_with_prefix(&prefix)
-        .await?
-        .into_iter()
-        .filter(|key| {
-            let version = key[prefix.len()..].split('/').next().and_then(|v| v.parse::<u64>().ok());
-            version.is_some_and(&doomed)
-        })
-        .collect();
-    store.delete_many(&keys).await?;
-    Ok(keys.len())
 }
 
 /// Drains the outbox into the configured stores, promptly after each write and on a
@@ -346,12 +218,12 @@ impl Publisher {
         let mut reports = Vec::new();
         for store in &self.stores {
             let report = if force {
-                publish_to(&self.db, &self.sources, store.as_ref(), &|_| {}).await?
+                publish_to(&self.db, &self.sources, store.as_ref(), &()).await?
             } else {
                 let mut report = if datasets.is_empty() {
                     Report::default()
                 } else {
-                    publish_datasets(&self.db, &self.sources, store.as_ref(), &|_| {}).await?
+                    full::publish_datasets(&self.db, &self.sources, store.as_ref(), &()).await?
                 };
                 report.keys_written += publish_keys(&self.db, &self.sources, store.as_ref(), &keys).await?;
                 report
