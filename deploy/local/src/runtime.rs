@@ -342,7 +342,8 @@ impl WorkerState for Reuse {
     }
 
     fn drop(&self, store: Store<InstanceState>, result: wasmtime::Result<()>) {
-        // At shutdown the runtime drops idle workers, which reports them as failed.
+        // Past the shutdown grace, workers still running are torn down and reported as
+        // failed; that is the shutdown, not a fault of theirs.
         if let Err(err) = result
             && !*self.shutting_down.borrow()
         {
