@@ -217,6 +217,9 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     config.edge_store.get_or_insert_with(|| args.data_dir.join("edge").join("kv.db"));
     config.data_dir = args.data_dir;
     config.listen = SocketAddr::from(([127, 0, 0, 1], args.port));
+    // Built (when stale) before the core is announced: a first build takes minutes, and a
+    // core already printed as running would leave requests waiting all that time.
+    let edge_artifacts = if args.no_edge { None } else { Some(edge::artifacts().await?) };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -241,13 +244,12 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         Bootstrap::FromConfig => println!("  admin key    the one in VERGE_ADMIN_KEY"),
         Bootstrap::Existing => println!("  admin key    keys already exist; `verge keys create` makes another"),
     }
-    let mut edge_host = match (&config.edge_store, args.no_edge) {
-        (Some(store), false) => {
-            let artifacts = edge::artifacts().await?;
+    let mut edge_host = match (&config.edge_store, &edge_artifacts) {
+        (Some(store), Some(artifacts)) => {
             let edge_dir = store.parent().unwrap_or(&config.data_dir).to_owned();
             let ingest_key = edge::dev_ingest_key(&app.state.db, &edge_dir).await?;
             let host = edge::EdgeHost::start(edge::HostOptions {
-                artifacts: &artifacts,
+                artifacts,
                 store,
                 listen: SocketAddr::from(([127, 0, 0, 1], args.edge_port)),
                 core_url: Some(&url),
