@@ -107,6 +107,12 @@ impl DatasetSource for KeyedFixture {
         Some("rec/")
     }
 
+    async fn keyed_values(&self, _: &Database, keys: &[String]) -> Result<Vec<publish::KeyedValue>, sqlx::Error> {
+        let records = self.0.lock().unwrap();
+        let value = |key: &String| records.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        Ok(keys.iter().map(|key| (key.clone(), value(key))).collect())
+    }
+
     async fn keyed_all(&self, _: &Database) -> Result<Vec<(String, Vec<u8>)>, sqlx::Error> {
         Ok(self.0.lock().unwrap().clone())
     }
@@ -329,4 +335,64 @@ async fn bulk_files_carry_the_state_between_runs_and_list_deletions() {
     let files = BulkFiles::open(Target::Cloudflare, &out).unwrap();
     publish::publish_to(db, &sources, &files, &()).await.unwrap();
     assert!(!files.finish().unwrap(), "unchanged: nothing rewritten");
+}
+
+/// Commits a second writer's outbox row while a publish is writing: its id was minted
+/// before the row the publisher read, as a transaction that began first and committed last.
+#[derive(Debug)]
+struct LateCommit {
+    inner: LocalEdgeStore,
+    db: Database,
+    late: Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl EdgeStore for LateCommit {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let late = self.late.lock().unwrap().take();
+        if let Some(id) = late {
+            sqlx::query("INSERT INTO outbox (id, dataset, created_at) VALUES ($1, 'rec/late', 0)")
+                .bind(id)
+                .execute(self.db.pool())
+                .await
+                .unwrap();
+        }
+        self.inner.put_many(entries).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.inner.delete_many(keys).await
+    }
+    async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.keys_with_prefix(prefix).await
+    }
+    fn describe(&self) -> String {
+        "late-commit".into()
+    }
+}
+
+#[tokio::test]
+async fn a_write_that_commits_out_of_order_is_still_published() {
+    let (app, _fixture, store, _dir) = setup().await;
+    let db = app.app.state.db.clone();
+    let keyed = Arc::new(KeyedFixture::default());
+    // Writer A mints its outbox id first, and commits last.
+    let minted_first = verge_core::ids::new_id("obx");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    *keyed.0.lock().unwrap() = vec![("rec/early".into(), b"b".to_vec()), ("rec/late".into(), b"a".to_vec())];
+    let mut tx = db.pool().begin().await.unwrap();
+    publish::enqueue(&mut tx, "rec/early").await.unwrap();
+    tx.commit().await.unwrap();
+
+    let racing = LateCommit { inner: store.clone(), db: db.clone(), late: Mutex::new(Some(minted_first)) };
+    let publisher = Publisher::new(db.clone(), vec![keyed.clone()], vec![Arc::new(racing)]);
+    publisher.run_once(false).await.unwrap().expect("published writer B");
+    assert_eq!(store.get("rec/early").await.unwrap().as_deref(), Some(&b"b"[..]));
+    assert_eq!(store.get("rec/late").await.unwrap(), None, "writer A committed after the publisher read");
+
+    publisher.run_once(false).await.unwrap().expect("writer A's row survived the first round");
+    assert_eq!(store.get("rec/late").await.unwrap().as_deref(), Some(&b"a"[..]));
+    assert!(publisher.run_once(false).await.unwrap().is_none(), "and the outbox is drained");
 }

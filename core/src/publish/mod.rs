@@ -159,6 +159,8 @@ pub struct Publisher {
 
 /// How often the publisher looks at the outbox without being woken.
 const TICK: Duration = Duration::from_millis(500);
+/// Outbox rows one round reads at most, so a backlog is drained in bounded memory.
+const OUTBOX_ROUND: i64 = 10_000;
 /// Arbitrary constant naming the PostgreSQL advisory lock that elects one publisher.
 const PUBLISHER_LOCK: i64 = 0x7665_7267_6570_7562;
 
@@ -195,22 +197,22 @@ impl Publisher {
     }
 
     async fn publish_pending(&self, force: bool) -> Result<Option<Vec<Report>>, PublishError> {
-        let newest: Option<String> =
-            sqlx::query("SELECT MAX(id) FROM outbox").fetch_one(self.db.pool()).await?.try_get(0)?;
-        if newest.is_none() && !force {
+        // Exactly the rows read here are deleted afterwards, never a range: ids are minted
+        // before their transaction commits, so a row with a smaller id than one read here
+        // can still commit later, and must wait for the next round rather than vanish.
+        let rows = sqlx::query("SELECT id, dataset FROM outbox ORDER BY id LIMIT $1")
+            .bind(OUTBOX_ROUND)
+            .fetch_all(self.db.pool())
+            .await?;
+        if rows.is_empty() && !force {
             return Ok(None);
         }
-        // Rows added while publishing have larger ids and wait for the next round.
-        let pending: Vec<String> = match &newest {
-            Some(newest) => sqlx::query("SELECT DISTINCT dataset FROM outbox WHERE id <= $1")
-                .bind(newest)
-                .fetch_all(self.db.pool())
-                .await?
-                .iter()
-                .map(|row| row.try_get::<String, _>(0))
-                .collect::<Result<_, _>>()?,
-            None => Vec::new(),
-        };
+        let mut read = Vec::with_capacity(rows.len());
+        let mut pending = std::collections::BTreeSet::new();
+        for row in &rows {
+            read.push(row.try_get::<String, _>(0)?);
+            pending.insert(row.try_get::<String, _>(1)?);
+        }
         let is_keyed = |name: &String| {
             self.sources.iter().filter_map(|source| source.keyed_prefix()).any(|prefix| name.starts_with(prefix))
         };
@@ -230,8 +232,18 @@ impl Publisher {
             };
             reports.push(report);
         }
-        if let Some(newest) = newest {
-            sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(newest).execute(self.db.pool()).await?;
+        for chunk in read.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!("DELETE FROM outbox WHERE id IN ({})", placeholders.join(", "));
+            let mut delete = sqlx::query(&sql);
+            for id in chunk {
+                delete = delete.bind(id);
+            }
+            delete.execute(self.db.pool()).await?;
+        }
+        if rows.len() as i64 == OUTBOX_ROUND {
+            // More waiting: go again at once instead of after a tick.
+            self.wake();
         }
         Ok(Some(reports))
     }
