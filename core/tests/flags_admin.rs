@@ -302,14 +302,22 @@ async fn the_stale_report_lists_flags_no_edge_evaluated_within_the_window() {
         .unwrap();
 
     let event = |data: Value, at: Millis| json!({"id": verge_core::ids::new_id("evt"), "kind": "flag.evaluation", "at": at.to_string(), "data": data});
+    // Edges may only report recent evaluations; the projection is then moved back in time
+    // as the flags' creation was, as if `old` were last evaluated 40 days ago.
+    let six_days_ago = Millis(now_millis().0 - 6 * day);
     let forty_days_ago = Millis(now_millis().0 - 40 * day);
     let batch = json!({"events": [
         event(json!({"dataset": "flags/web/prod", "flag": "used"}), now_millis()),
-        event(json!({"dataset": "flags/web/prod", "flag": "used"}), forty_days_ago),
-        event(json!({"dataset": "flags/web/prod", "flag": "old"}), forty_days_ago),
+        event(json!({"dataset": "flags/web/prod", "flag": "used"}), six_days_ago),
+        event(json!({"dataset": "flags/web/prod", "flag": "old"}), six_days_ago),
     ]});
     assert_eq!(app.call(Method::POST, "/v1/events", Some(&ingest), Some(batch.clone())).await.ok()["accepted"], 3);
     assert_eq!(app.call(Method::POST, "/v1/events", Some(&ingest), Some(batch)).await.ok()["duplicates"], 3);
+    sqlx::query("UPDATE flag_evaluations SET last_evaluated_at = $1 WHERE flag_key = 'old'")
+        .bind(forty_days_ago.0)
+        .execute(app.app.state.db.pool())
+        .await
+        .unwrap();
 
     let report = prod.call(Method::GET, "/stale?days=30", &writer, None).await;
     let items = report.ok()["items"].as_array().unwrap();
@@ -370,4 +378,34 @@ async fn a_request_approved_twice_at_once_applies_once() {
     let trail = prod.call(Method::GET, "/audit", &app.key(&[Scope::Read]).await, None).await;
     let puts = trail.ok()["items"].as_array().unwrap().iter().filter(|e| e["action"] == "flag.put").count();
     assert_eq!(puts, 1, "the edit was applied once");
+}
+
+#[tokio::test]
+async fn a_ref_fan_out_is_refused_with_a_422_even_as_a_proposal() {
+    let app = TestApp::new().await;
+    let alice = app.key(&[Scope::FlagsWrite]).await;
+    let prod = Env::create(&app, &alice, "prod", true).await;
+    // Fifteen shared evaluators, each naming the next twice: 2^15 leaves once expanded.
+    let mut evaluators = serde_json::Map::new();
+    for level in 0..15 {
+        let next = json!({"$ref": format!("s{}", level + 1)});
+        evaluators.insert(format!("s{level}"), json!({"or": [next.clone(), next]}));
+    }
+    evaluators.insert("s15".into(), json!({"==": [1, 1]}));
+    let mut bomb = flag("off");
+    bomb["targeting"] = json!({"if": [{"$ref": "s0"}, "on"]});
+    let document = json!({"flags": {"bomb": bomb}, "$evaluators": evaluators});
+    let changes = vec![json!({"op": "import", "document": document})];
+    let started = std::time::Instant::now();
+    let refused = prod.propose(&alice, json!({"changes": changes})).await;
+    assert_eq!(refused.validation_fields(), ["/flags/bomb/targeting"]);
+    assert!(refused.text.contains("JSON nodes"), "{}", refused.text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "refused without expanding");
+    let listed = prod.call(Method::GET, "/changes", &alice, None).await;
+    assert_eq!(listed.ok()["items"], json!([]), "nothing recorded");
+
+    // Kept as a broken flag on purpose, it stays bounded: it answers PARSE_ERROR.
+    let kept = json!({"changes": [{"op": "import", "document": document, "keep_broken": true}]});
+    assert_eq!(prod.propose(&alice, kept).await.status, StatusCode::CREATED);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }

@@ -93,16 +93,26 @@ fn check_at(rule: &Value, pointer: String) -> Result<(), RuleError> {
 pub(crate) struct Scope<'a> {
     pub(crate) data: &'a Value,
     pub(crate) flagd: &'a Value,
+    /// Evaluation steps left. A rule is bounded in size, but `map`, `filter` and `reduce`
+    /// over a context's arrays multiply its work; at zero every step yields `null` and the
+    /// caller answers an error instead of spending unbounded CPU.
+    pub(crate) fuel: &'a core::cell::Cell<u32>,
 }
+
+/// Evaluation steps one flag evaluation may take: far beyond any real targeting rule
+/// (the flagd testbed's largest needs well under a thousand) and a few milliseconds at most.
+pub(crate) const EVALUATION_STEPS: u32 = 100_000;
 
 impl<'a> Scope<'a> {
     fn with(&self, data: &'a Value) -> Scope<'a> {
-        Scope { data, flagd: self.flagd }
+        Scope { data, ..*self }
     }
 }
 
 /// Evaluates `rule` in `scope`.
 pub(crate) fn evaluate(rule: &Value, scope: &Scope<'_>) -> Value {
+    let Some(left) = scope.fuel.get().checked_sub(1) else { return Value::Null };
+    scope.fuel.set(left);
     match rule {
         Value::Object(map) if map.len() == 1 => {
             let (operator, args) = map.iter().next().expect("one entry");
@@ -255,12 +265,14 @@ fn apply(operator: &str, args: &[&Value], scope: &Scope<'_>) -> Value {
         "cat" => Value::String(args.iter().map(|rule| to_text(&evaluate(rule, scope))).collect::<Vec<_>>().concat()),
         "substr" => {
             let text: Vec<char> = to_text(&arg(0)).chars().collect();
+            // Float-to-int casts saturate (NaN is 0) and the sums saturate, so any numbers
+            // give a defined slice, as json-logic-js's clamping does.
             let len = text.len() as i64;
             let start = number(&arg(1)).unwrap_or(0.0) as i64;
-            let start = if start < 0 { (len + start).max(0) } else { start.min(len) };
+            let start = if start < 0 { len.saturating_add(start).max(0) } else { start.min(len) };
             let end = match args.get(2).map(|rule| number(&evaluate(rule, scope))) {
-                Some(Some(count)) if count < 0.0 => (len + count as i64).max(start),
-                Some(Some(count)) => (start + count as i64).min(len),
+                Some(Some(count)) if count < 0.0 => len.saturating_add(count as i64).max(start),
+                Some(Some(count)) => start.saturating_add(count as i64).min(len),
                 _ => len,
             };
             Value::String(text[start as usize..end.max(start) as usize].iter().collect())
@@ -310,10 +322,9 @@ fn fractional(args: &[&Value], scope: &Scope<'_>) -> Value {
         };
         weighted.push((variant, weight));
     }
-    let total: u64 = weighted.iter().map(|(_, weight)| weight).sum();
-    if total == 0 {
-        return Value::Null;
-    }
+    // Weights summing past u64 have no bucket to scale into: no match, as for a total of 0.
+    let total = weighted.iter().try_fold(0u64, |total, (_, weight)| total.checked_add(*weight));
+    let Some(total @ 1..) = total else { return Value::Null };
     let hash = u64::from(murmur3_x86_32(key.as_bytes(), 0));
     let point = (u128::from(hash) * u128::from(total)) >> 32;
     let mut cumulative = 0u128;
@@ -440,7 +451,8 @@ mod tests {
 
     fn eval(rule: Value, data: Value) -> Value {
         check(&rule).unwrap();
-        evaluate(&rule, &Scope { data: &data, flagd: &Value::Null })
+        let fuel = core::cell::Cell::new(EVALUATION_STEPS);
+        evaluate(&rule, &Scope { data: &data, flagd: &Value::Null, fuel: &fuel })
     }
 
     #[test]

@@ -110,6 +110,8 @@ struct Flag {
     /// `Ok(None)`: no targeting. `Err`: why the rule cannot be used.
     targeting: Result<Option<Value>, RuleError>,
     metadata: Map<String, Value>,
+    /// JSON nodes in the expanded targeting, counted against [`MAX_SET_NODES`].
+    rule_nodes: usize,
 }
 
 /// A whole flagd flag set, ready to evaluate.
@@ -156,9 +158,15 @@ impl FlagSet {
             Some(_) => return Err(invalid("/metadata".into(), "`metadata` must be an object")),
         };
         let mut compiled = BTreeMap::new();
+        let mut set_budget = MAX_SET_NODES;
         for (key, definition) in flags {
             let at = format!("/flags/{}", key.replace('~', "~0").replace('/', "~1"));
-            compiled.insert(key.clone(), Flag::read(definition, &at, evaluators, &set_metadata)?);
+            let flag = Flag::read(definition, &at, evaluators, &set_metadata)?;
+            set_budget = set_budget.checked_sub(flag.rule_nodes).ok_or_else(|| {
+                let message = format!("the set's targeting, with `$ref`s expanded, passes {MAX_SET_NODES} JSON nodes");
+                invalid(format!("{at}/targeting"), message)
+            })?;
+            compiled.insert(key.clone(), flag);
         }
         Ok(FlagSet { flags: compiled })
     }
@@ -199,7 +207,16 @@ impl FlagSet {
                 flagd.insert("flagKey".into(), Value::String(key.to_owned()));
                 flagd.insert("timestamp".into(), Value::from(now_secs));
                 let flagd = Value::Object(flagd);
-                match logic::evaluate(rule, &logic::Scope { data: context, flagd: &flagd }) {
+                let fuel = core::cell::Cell::new(logic::EVALUATION_STEPS);
+                let outcome = logic::evaluate(rule, &logic::Scope { data: context, flagd: &flagd, fuel: &fuel });
+                if fuel.get() == 0 {
+                    let message = format!(
+                        "targeting took more than {} evaluation steps for this context",
+                        logic::EVALUATION_STEPS
+                    );
+                    return Resolution::error(ErrorCode::General, message, metadata);
+                }
+                match outcome {
                     Value::Null => (flag.default_variant.clone(), Reason::Default),
                     Value::String(name) => (Some(name), Reason::TargetingMatch),
                     Value::Bool(b) => (Some(b.to_string()), Reason::TargetingMatch),
@@ -253,11 +270,15 @@ impl Flag {
                 return Err(invalid(format!("{at}/defaultVariant"), format!("{other} is not one of the variants")));
             }
         };
+        let mut rule_nodes = 0;
         let targeting = match definition.get("targeting") {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(map)) if map.is_empty() => Ok(None),
-            Some(rule) => resolve_refs(rule, evaluators, 0)
-                .and_then(|rule| logic::check(&rule).map(|()| Some(rule)))
+            Some(rule) => resolve_refs(rule, evaluators)
+                .and_then(|(rule, nodes)| {
+                    rule_nodes = nodes;
+                    logic::check(&rule).map(|()| Some(rule))
+                })
                 .map_err(|err| RuleError { pointer: format!("{at}/targeting{}", err.pointer), ..err }),
         };
         let mut metadata = set_metadata.clone();
@@ -266,34 +287,71 @@ impl Flag {
             Some(Value::Object(map)) => metadata.extend(map.clone()),
             Some(_) => return Err(invalid(format!("{at}/metadata"), "`metadata` must be an object")),
         }
-        Ok(Flag { enabled, variants, default_variant, targeting, metadata })
+        Ok(Flag { enabled, variants, default_variant, targeting, metadata, rule_nodes })
     }
 }
 
-/// `rule` with every `{"$ref": name}` replaced by that shared evaluator.
-fn resolve_refs(rule: &Value, evaluators: &Map<String, Value>, depth: usize) -> Result<Value, RuleError> {
-    if depth > 16 {
-        return Err(RuleError { pointer: String::new(), message: "`$ref`s nest too deep (a cycle?)".into() });
+/// How large one flag's targeting may grow once its `$ref`s are expanded, in JSON nodes,
+/// and how deep it may nest. `$ref`s can fan out (an evaluator naming another twice, and so
+/// on), so a small document could otherwise expand exponentially; these bound the memory
+/// and the evaluation work of every flag, in the core and at the edge alike.
+pub const MAX_RULE_NODES: usize = 10_000;
+pub const MAX_RULE_DEPTH: usize = 64;
+/// The same bound for a whole set's expanded targeting, so thousands of flags each near
+/// [`MAX_RULE_NODES`] cannot add up to gigabytes.
+pub const MAX_SET_NODES: usize = 1_000_000;
+/// How many `$ref`s may nest inside one another.
+const MAX_REF_DEPTH: usize = 16;
+
+/// `rule` with every `{"$ref": name}` replaced by that shared evaluator, within
+/// [`MAX_RULE_NODES`] and [`MAX_RULE_DEPTH`].
+/// Also returns the nodes it holds.
+fn resolve_refs(rule: &Value, evaluators: &Map<String, Value>) -> Result<(Value, usize), RuleError> {
+    let mut budget = MAX_RULE_NODES;
+    let rule = expand(rule, evaluators, 0, 0, &mut budget)?;
+    Ok((rule, MAX_RULE_NODES - budget))
+}
+
+fn expand(
+    rule: &Value,
+    evaluators: &Map<String, Value>,
+    refs: usize,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Value, RuleError> {
+    let refused = |message: String| RuleError { pointer: String::new(), message };
+    if refs > MAX_REF_DEPTH {
+        return Err(refused(format!("`$ref`s nest more than {MAX_REF_DEPTH} deep (a cycle?)")));
+    }
+    if depth > MAX_RULE_DEPTH {
+        return Err(refused(format!("the rule nests more than {MAX_RULE_DEPTH} levels deep")));
+    }
+    let is_ref = matches!(rule, Value::Object(map) if map.len() == 1 && map.contains_key("$ref"));
+    if !is_ref {
+        *budget = budget.checked_sub(1).ok_or_else(|| {
+            refused(format!("the rule, with its `$ref`s expanded, has more than {MAX_RULE_NODES} JSON nodes"))
+        })?;
     }
     match rule {
-        Value::Object(map) if map.len() == 1 && map.contains_key("$ref") => {
+        Value::Object(map) if is_ref => {
             let name = map["$ref"].as_str().unwrap_or_default();
-            let target = evaluators.get(name).ok_or_else(|| RuleError {
-                pointer: String::new(),
-                message: format!("`$ref` to `{name}`, which is not among the `$evaluators`"),
-            })?;
-            resolve_refs(target, evaluators, depth + 1)
+            let target = evaluators
+                .get(name)
+                .ok_or_else(|| refused(format!("`$ref` to `{name}`, which is not among the `$evaluators`")))?;
+            expand(target, evaluators, refs + 1, depth, budget)
         }
         Value::Object(map) => {
             let mut resolved = Map::new();
             for (name, value) in map {
-                resolved.insert(name.clone(), resolve_refs(value, evaluators, depth)?);
+                resolved.insert(name.clone(), expand(value, evaluators, refs, depth + 1, budget)?);
             }
             Ok(Value::Object(resolved))
         }
-        Value::Array(items) => {
-            items.iter().map(|item| resolve_refs(item, evaluators, depth)).collect::<Result<_, _>>().map(Value::Array)
-        }
+        Value::Array(items) => items
+            .iter()
+            .map(|item| expand(item, evaluators, refs, depth + 1, budget))
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
         other => Ok(other.clone()),
     }
 }
