@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ApiError, ApiQuery};
 use crate::keys::{Authorized, Readers};
 use crate::pagination::{Cursor, Page, PageParams};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::{Millis, now_millis};
 
 /// Who made a change.

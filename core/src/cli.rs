@@ -191,6 +191,20 @@ async fn run_until(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    if let Some(address) = app.state.config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        tracing::info!(%address, "serving /metrics");
+        let router = app.metrics.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(metrics, router).with_graceful_shutdown(stop).await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "the metrics listener failed");
+            }
+        });
+    }
     let publisher = tokio::spawn(app.state.publisher.clone().run(stopped(stop_rx.clone())));
     let scheduler = tokio::spawn(crate::flags::requests::run_scheduler(
         app.state.db.clone(),
@@ -234,7 +248,8 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     println!("  core API     {url}/v1");
     println!("  OpenAPI      {url}/openapi.json");
     println!("  health       {url}/healthz  {url}/readyz");
-    println!("  metrics      {url}/metrics");
+    let metrics = config.metrics_listen.map_or_else(|| url.clone(), |address| format!("http://{address}"));
+    println!("  metrics      {metrics}/metrics");
     println!("  storage      {storage}; cache: {}", app.state.cache.backend());
     match bootstrap {
         Bootstrap::Generated(token) => {

@@ -45,6 +45,14 @@ pub struct Config {
     pub edge_store: Option<PathBuf>,
     /// The domain short links get when none is named; the edge serves them on this host.
     pub links_default_domain: String,
+    /// Events one key may send to `POST /v1/events` per minute (a token bucket, bursts up
+    /// to the same number), so a leaked ingest key cannot flood the database.
+    pub ingest_events_per_minute: u32,
+    /// When set, `/metrics` answers only requests bearing this token.
+    pub metrics_token: Option<SecretString>,
+    /// When set, `verge serve` answers `/metrics` on this address (say, a private
+    /// interface) and not on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -70,6 +78,9 @@ impl Default for Config {
             log_format: LogFormat::Text,
             edge_store: None,
             links_default_domain: "localhost".to_owned(),
+            ingest_events_per_minute: 1_200_000,
+            metrics_token: None,
+            metrics_listen: None,
         }
     }
 }
@@ -121,6 +132,12 @@ impl Config {
         {
             return Err(ConfigError::Invalid(format!(
                 "VERGE_ADMIN_KEY must be at least {MIN_ADMIN_KEY_LEN} characters"
+            )));
+        }
+        if self.ingest_events_per_minute < crate::events::MAX_BATCH as u32 {
+            return Err(ConfigError::Invalid(format!(
+                "ingest_events_per_minute must allow one full batch ({} events)",
+                crate::events::MAX_BATCH
             )));
         }
         if let Some(url) = &self.database_url

@@ -11,15 +11,22 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::cache::Policy;
 use crate::error::{ApiError, ApiJson, FieldError, Problem};
 use crate::keys::{Authorized, Grants, Scope};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::{Millis, now_millis};
 
 /// Largest batch accepted in one request.
 pub(crate) const MAX_BATCH: usize = 1000;
 /// Largest `data` object of one event, serialized.
 const MAX_DATA_BYTES: usize = 8 * 1024;
+/// How far back an event's `at` may lie: an edge cut off from the core keeps retrying a
+/// batch for at most this long. Older (or future) times are refused, so a key cannot
+/// backdate analytics or post-date flag evaluations to hide a stale flag.
+const MAX_AGE_MILLIS: i64 = 7 * 24 * 3600 * 1000;
+/// How far ahead of the core's clock an edge's clock may run.
+const MAX_SKEW_MILLIS: i64 = 5 * 60 * 1000;
 /// Columns per event row, for building multi-row inserts.
 const COLUMNS: usize = 6;
 
@@ -61,7 +68,7 @@ pub(crate) struct IngestResult {
     duplicates: usize,
 }
 
-fn validate(batch: &EventBatch) -> Result<Vec<String>, ApiError> {
+fn validate(batch: &EventBatch, now: Millis) -> Result<Vec<String>, ApiError> {
     if batch.events.is_empty() || batch.events.len() > MAX_BATCH {
         return Err(ApiError::validation(vec![FieldError {
             field: "events".into(),
@@ -84,6 +91,9 @@ fn validate(batch: &EventBatch) -> Result<Vec<String>, ApiError> {
             && event.kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
         if !kind_ok {
             fail("kind", "must be 1 to 64 of a-z, 0-9, `.` and `_`".into());
+        }
+        if !(now.0 - MAX_AGE_MILLIS..=now.0 + MAX_SKEW_MILLIS).contains(&event.at.0) {
+            fail("at", format!("must lie within the last 7 days and at most 5 minutes ahead of {now}"));
         }
         let json = serde_json::to_string(&event.data).expect("JSON values serialize");
         if json.len() > MAX_DATA_BYTES {
@@ -110,6 +120,8 @@ fn validate(batch: &EventBatch) -> Result<Vec<String>, ApiError> {
         (status = 403, description = "Key lacks the scope", body = Problem),
         (status = 413, description = "Body over the size limit", body = Problem),
         (status = 422, description = "Invalid batch; nothing was stored", body = Problem),
+        (status = 429, description = "The key is over its events-per-minute quota; nothing was stored. \
+            `Retry-After` says when the batch fits", body = Problem),
     )
 )]
 pub(crate) async fn ingest(
@@ -117,8 +129,10 @@ pub(crate) async fn ingest(
     Authorized(principal, _): Authorized<Ingesters>,
     ApiJson(batch): ApiJson<EventBatch>,
 ) -> Result<Json<IngestResult>, ApiError> {
-    let data = validate(&batch)?;
-    let received_at = now_millis().0;
+    let now = now_millis();
+    let data = validate(&batch, now)?;
+    take_quota(&state, &principal.key.id, batch.events.len(), now).await?;
+    let received_at = now.0;
     let mut tx = state.db.begin_write().await?;
     let mut new_ids = std::collections::HashSet::new();
     // Chunks keep each statement under SQLite's and PostgreSQL's bound-parameter limits.
@@ -167,4 +181,23 @@ pub(crate) async fn ingest(
         state.publisher.wake();
     }
     Ok(Json(IngestResult { accepted, duplicates: batch.events.len() - accepted }))
+}
+
+/// Takes `events` from the key's per-minute bucket, or answers 429 with when they fit.
+async fn take_quota(state: &AppState, key_id: &str, events: usize, now: Millis) -> Result<(), ApiError> {
+    let policy = Policy { limit: state.config.ingest_events_per_minute, period_us: 60_000_000 };
+    let now_us = now.0.max(0) as u64 * 1000;
+    let decision = state
+        .cache
+        .take(&format!("ingest-quota:{key_id}"), policy, events as u32, now_us)
+        .await
+        .map_err(ApiError::internal)?;
+    if decision.allowed {
+        return Ok(());
+    }
+    Err(ApiError::too_many_requests(
+        "ingest_quota_exceeded",
+        format!("this key may send {} events a minute; the batch was not stored", policy.limit),
+        decision.retry_after_us.div_ceil(1_000_000).max(1),
+    ))
 }

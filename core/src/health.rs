@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -40,7 +40,8 @@ pub(crate) struct Readiness {
     get, path = "/readyz", tag = "health",
     responses(
         (status = 200, body = Readiness),
-        (status = 503, description = "A dependency failed; `code` is `not_ready` and `detail` names it", body = crate::error::Problem),
+        (status = 503, description = "A dependency failed; `code` is `not_ready` and `detail` names it \
+            (`database: unavailable`); the cause is logged, never answered", body = crate::error::Problem),
     )
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
@@ -52,12 +53,18 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     match (&database, &cache) {
         (Ok(()), Ok(())) => Json(Readiness { status: "ok", database: "ok".into(), cache: "ok".into() }).into_response(),
         _ => {
-            let failed: Vec<String> = [("database", &database), ("cache", &cache)]
+            // The causes go to the log only: driver errors can carry host names, user
+            // names and configuration that an unauthenticated caller must not see.
+            let failed: Vec<&str> = [("database", &database), ("cache", &cache)]
                 .into_iter()
-                .filter_map(|(name, result)| result.as_ref().err().map(|e| format!("{name}: {e}")))
+                .filter_map(|(name, result)| {
+                    let cause = result.as_ref().err()?;
+                    tracing::warn!(dependency = name, cause = %cause, "not ready");
+                    Some(name)
+                })
                 .collect();
-            tracing::warn!(failed = ?failed, "not ready");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", failed.join("; ")).into_response()
+            let detail = failed.iter().map(|name| format!("{name}: unavailable")).collect::<Vec<_>>().join("; ");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail).into_response()
         }
     }
 }

@@ -24,7 +24,9 @@ mod openapi;
 pub mod pagination;
 pub mod publish;
 pub mod server;
+mod state;
 pub mod time;
 
 pub use config::Config;
-pub use server::{App, AppState};
+pub use server::App;
+pub use state::AppState;

@@ -3,13 +3,18 @@
 //!
 //! Each app has its own registry (no globals), so tests and several apps in one process
 //! never mix their figures. Routes are labelled by their pattern (`/v1/keys/{id}`), never
-//! by the raw path, so label cardinality stays bounded.
+//! by the raw path, and methods outside HTTP's registered few are labelled `other`, so
+//! label cardinality stays bounded whatever clients send.
+//!
+//! `/metrics` is open by default, as Prometheus expects on a private network. Where the
+//! core's port is reachable by others, set `VERGE_METRICS_TOKEN` (scrapers then send it as
+//! a bearer token) or `VERGE_METRICS_LISTEN` (metrics move to their own address).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,6 +22,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -58,16 +68,53 @@ impl Metrics {
 
 pub(crate) async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(req).await;
-    let labels = RequestLabels { method, route, status: response.status().as_u16() };
+    let labels = RequestLabels { method: method.to_owned(), route, status: response.status().as_u16() };
     metrics.requests.get_or_create(&labels).inc();
     metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     response
 }
 
-pub(crate) async fn serve(State(metrics): State<Arc<Metrics>>) -> Response {
+/// The method as a label: one of HTTP's registered methods, or `other`.
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// Who may read `/metrics`: anyone, or bearers of the configured token.
+#[derive(Debug, Clone)]
+pub(crate) struct Exposition {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) token: Option<secrecy::SecretString>,
+}
+
+pub(crate) async fn serve(State(exposition): State<Exposition>, headers: HeaderMap) -> Response {
+    if let Some(token) = &exposition.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Digests compared in constant time, so neither the token's bytes nor its length
+        // leak through timing.
+        let expected = Sha256::digest(secrecy::ExposeSecret::expose_secret(token).as_bytes());
+        if !bool::from(Sha256::digest(given.as_bytes()).as_slice().ct_eq(expected.as_slice())) {
+            return ApiError::unauthorized("`/metrics` needs the metrics token as a bearer token").into_response();
+        }
+    }
+    let metrics = exposition.metrics;
     let mut response = metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -28,17 +28,8 @@ use crate::db::Database;
 use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
+pub use crate::state::AppState;
 use crate::{audit, edge, events, flags, health, keys, links, openapi};
-
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub db: Database,
-    pub cache: Cache,
-    pub config: Arc<Config>,
-    /// Wake it after committing a write that enqueued outbox rows.
-    pub publisher: Arc<Publisher>,
-}
 
 /// A built service: its router, the state behind it, and its API description.
 #[derive(Clone)]
@@ -46,6 +37,9 @@ pub struct App {
     pub router: Router,
     pub state: AppState,
     pub openapi: utoipa::openapi::OpenApi,
+    /// `/metrics` alone, for its own listener when `metrics_listen` is set (it is then
+    /// absent from `router`).
+    pub metrics: Router,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,8 +77,8 @@ impl App {
 
     pub fn from_parts(config: Config, db: Database, cache: Cache, publisher: Arc<Publisher>) -> App {
         let state = AppState { db, cache, config: Arc::new(config), publisher };
-        let (router, openapi) = router(state.clone());
-        App { router, state, openapi }
+        let (router, openapi, metrics) = router(state.clone());
+        App { router, state, openapi, metrics }
     }
 }
 
@@ -129,20 +123,24 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(v1)
 }
 
-fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi, Router) {
     let (api, doc) = documented_routes().split_for_parts();
     let doc_json = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serializes"));
     let api = api.route("/openapi.json", get(move || openapi::serve(Arc::clone(&doc_json))));
-    (with_middleware(api, state), doc)
+    let (router, metrics) = with_middleware(api, state);
+    (router, doc, metrics)
 }
 
-/// Wraps `routes` in the middleware every request goes through and adds `/metrics`.
-fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+/// Wraps `routes` in the middleware every request goes through and adds `/metrics`
+/// (unless it has a listener of its own); also returns `/metrics` alone.
+fn with_middleware(routes: Router<AppState>, state: AppState) -> (Router, Router) {
     let metrics = Metrics::new();
     let config = Arc::clone(&state.config);
-    routes
-        .route("/metrics", get(metrics::serve).with_state(Arc::clone(&metrics)))
-        .with_state(state.clone())
+    let exposition = metrics::Exposition { metrics: Arc::clone(&metrics), token: config.metrics_token.clone() };
+    let metrics_alone = Router::new().route("/metrics", get(metrics::serve)).with_state(exposition);
+    let routes = routes.with_state(state.clone());
+    let routes = if config.metrics_listen.is_some() { routes } else { routes.merge(metrics_alone.clone()) };
+    let router = routes
         // Layers run top to bottom on the way in: ids and tracing first, so every later
         // step (including a timeout or a panic) is logged under the request's id.
         .layer(
@@ -163,7 +161,8 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
                 // Every path under /v1, routed or not, needs a key: an unknown /v1 path
                 // says 401 to strangers, not 404.
                 .layer(middleware::from_fn_with_state(state, keys::auth::require_key_under_v1)),
-        )
+        );
+    (router, metrics_alone)
 }
 
 fn request_span(req: &Request) -> tracing::Span {
@@ -286,7 +285,7 @@ mod tests {
         let db = Database::connect(&config).await.unwrap();
         let publisher = Publisher::new(db.clone(), Vec::new(), Vec::new());
         let state = AppState { db, cache: Arc::new(cache::MemoryStore::new()), config: Arc::new(config), publisher };
-        (with_middleware(routes, state), dir)
+        (with_middleware(routes, state).0, dir)
     }
 
     async fn problem(router: Router, uri: &str) -> (StatusCode, serde_json::Value) {

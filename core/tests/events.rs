@@ -9,11 +9,16 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use verge_core::keys::Scope;
 
+/// An hour ago, as events carry it: `at` must be recent.
+fn an_hour_ago() -> String {
+    verge_core::time::Millis(verge_core::time::now_millis().0 - 3_600_000).to_string()
+}
+
 fn event(kind: &str) -> Value {
     json!({
         "id": verge_core::ids::new_id("evt"),
         "kind": kind,
-        "at": "2026-11-20T10:00:00Z",
+        "at": an_hour_ago(),
         "data": {
             "link": "lnk_x", "domain": "localhost", "country": "DE", "device": "desktop",
             "browser": "Chrome", "os": "Windows", "visitor": "0011", "bot": false,
@@ -59,7 +64,7 @@ async fn events_are_stored_with_their_fields_and_source() {
         .await
         .unwrap();
     assert_eq!(row.get::<String, _>("kind"), "link.click");
-    let at: jiff::Timestamp = "2026-11-20T10:00:00Z".parse().unwrap();
+    let at: jiff::Timestamp = one["at"].as_str().unwrap().parse().unwrap();
     assert_eq!(row.get::<i64, _>("at"), at.as_millisecond());
     assert!(row.get::<String, _>("source").starts_with("key_"));
     let data: Value = serde_json::from_str(&row.get::<String, _>("data")).unwrap();
@@ -71,9 +76,8 @@ async fn a_bad_batch_is_refused_whole_with_every_problem_located() {
     let app = TestApp::new().await;
     let ingest = app.key(&[Scope::IngestEvents]).await;
     let good = event("link.click");
-    let bad_id =
-        json!({"id": "lnk_00000000000000000000000000", "kind": "edge.not_found", "at": "2026-11-20T10:00:00Z"});
-    let bad_kind = json!({"id": verge_core::ids::new_id("evt"), "kind": "Link Click!", "at": "2026-11-20T10:00:00Z"});
+    let bad_id = json!({"id": "lnk_00000000000000000000000000", "kind": "edge.not_found", "at": an_hour_ago()});
+    let bad_kind = json!({"id": verge_core::ids::new_id("evt"), "kind": "Link Click!", "at": an_hour_ago()});
     let reply = app
         .call(
             Method::POST,
@@ -122,4 +126,39 @@ async fn ingest_keys_can_do_nothing_else() {
     let reader = app.key(&[Scope::Read]).await;
     let refused = app.call(Method::POST, "/v1/events", Some(&reader), Some(json!({"events": [event("x")]}))).await;
     refused.problem(StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test]
+async fn event_times_must_be_recent_so_a_key_cannot_backdate_or_postdate() {
+    let app = TestApp::new().await;
+    let ingest = app.key(&[Scope::IngestEvents]).await;
+    let at = |offset_millis: i64| verge_core::time::Millis(verge_core::time::now_millis().0 + offset_millis);
+    let mut stale = event("edge.not_found");
+    stale["at"] = json!(at(-8 * 24 * 3_600_000).to_string());
+    let mut future = event("edge.not_found");
+    future["at"] = json!(at(3_600_000).to_string());
+    let mut far_future = event("edge.not_found");
+    far_future["at"] = json!("2999-01-01T00:00:00Z");
+    let mut skewed = event("edge.not_found");
+    skewed["at"] = json!(at(60_000).to_string());
+    let batch = json!({"events": [stale, future, far_future, skewed]});
+    let reply = app.call(Method::POST, "/v1/events", Some(&ingest), Some(batch)).await;
+    assert_eq!(reply.validation_fields(), ["/events/0/at", "/events/1/at", "/events/2/at"]);
+    assert_eq!(stored(&app).await, 0, "nothing of the batch is stored");
+}
+
+#[tokio::test]
+async fn each_key_has_an_events_per_minute_quota() {
+    let app = TestApp::with(|config| config.ingest_events_per_minute = 1500).await;
+    let (one, other) = (app.key(&[Scope::IngestEvents]).await, app.key(&[Scope::IngestEvents]).await);
+    let batch = |n: usize| json!({"events": (0..n).map(|_| event("edge.not_found")).collect::<Vec<_>>()});
+    assert_eq!(app.call(Method::POST, "/v1/events", Some(&one), Some(batch(1000))).await.ok()["accepted"], 1000);
+    let over = app.call(Method::POST, "/v1/events", Some(&one), Some(batch(600))).await;
+    over.problem(StatusCode::TOO_MANY_REQUESTS, "ingest_quota_exceeded");
+    let wait: u64 = over.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    // 100 events over a bucket refilling at 25 a second: about 4 s.
+    assert!((1..=5).contains(&wait), "{wait}");
+    assert_eq!(stored(&app).await, 1000, "the refused batch stored nothing");
+    assert_eq!(app.call(Method::POST, "/v1/events", Some(&one), Some(batch(500))).await.ok()["accepted"], 500);
+    assert_eq!(app.call(Method::POST, "/v1/events", Some(&other), Some(batch(1000))).await.ok()["accepted"], 1000);
 }

@@ -17,7 +17,7 @@ use crate::db::Database;
 use crate::error::{ApiError, ApiJson, Problem};
 use crate::keys::{AdminOnly, Authorized, Readers};
 use crate::publish::{DatasetContent, DatasetSource, enqueue};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::now_millis;
 
 use verge_shared::settings::{DATASET, PART};

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ClientKey, Environment};
 use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
 use crate::keys::{Authorized, Grants, Scope};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Keys that may change flags.
 #[derive(Debug)]

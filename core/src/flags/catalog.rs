@@ -19,7 +19,7 @@ use super::api::{FlagReaders, FlagWriters};
 use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
 use crate::keys::Authorized;
 use crate::pagination::{Cursor, Page, PageParams};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::{Millis, now_millis};
 
 const MAX_TAGS: usize = 20;

@@ -21,7 +21,7 @@ use crate::audit::AuditEntry;
 use crate::error::{ApiError, ApiJson, ApiQuery, Problem};
 use crate::keys::Authorized;
 use crate::pagination::{Page, PageParams};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Applies one change to an unprotected environment; returns what `member/name` holds after.
 async fn edit(

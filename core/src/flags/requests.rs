@@ -31,7 +31,7 @@ use crate::db::Database;
 use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
 use crate::keys::Authorized;
 use crate::pagination::{Cursor, Page, PageParams};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::{Millis, now_millis};
 
 const MAX_CHANGES: usize = 100;

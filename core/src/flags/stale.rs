@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::api::FlagReaders;
 use crate::error::{ApiError, ApiQuery, FieldError, Problem};
 use crate::keys::Authorized;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::{Millis, now_millis};
 
 pub(crate) const EVALUATION_KIND: &str = "flag.evaluation";

@@ -16,7 +16,7 @@ use axum::response::Response;
 use super::{ApiKey, Scope};
 use crate::audit::Actor;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::now_millis;
 
 /// The key a request authenticated with.

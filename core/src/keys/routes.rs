@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use super::{AdminOnly, ApiKey, Authorized, KeyError, NewKey, Scope};
 use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
 use crate::pagination::{Cursor, Page, PageParams};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::Millis;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {

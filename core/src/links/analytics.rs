@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::api::LinkReaders;
 use crate::error::{ApiError, ApiQuery, FieldError, Problem};
 use crate::keys::Authorized;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::{Millis, now_millis};
 
 /// Most buckets one timeline may have (e.g. 41 days by the hour).

@@ -14,7 +14,7 @@ use super::Link;
 use super::api::{LinkWriters, NewLink, draft, own_domains, store};
 use crate::error::{ApiError, ApiJson, FieldError, Problem};
 use crate::keys::Authorized;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub(crate) const MAX_BULK: usize = 1000;
 

@@ -18,7 +18,7 @@ use super::validate;
 use crate::error::{ApiError, ApiJson, FieldError, Problem};
 use crate::keys::Authorized;
 use crate::publish::enqueue;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::{Millis, now_millis};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -16,7 +16,7 @@ use super::api::{LinkFilter, LinkReaders, filtered};
 use crate::csv;
 use crate::error::{ApiError, ApiQuery, Problem};
 use crate::keys::Authorized;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::Millis;
 
 const PAGE: i64 = 1000;

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::api::LinkReaders;
 use crate::error::{ApiError, ApiQuery, FieldError, Problem};
 use crate::keys::Authorized;
-use crate::server::AppState;
+use crate::state::AppState;
 
 const QUIET_ZONE: usize = 4;
 

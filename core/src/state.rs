@@ -1,0 +1,21 @@
+//! What every handler can reach: the database, the cache, the configuration and the
+//! publisher.
+//!
+//! It lives below the domain modules, not in `server.rs`: the server assembles the
+//! domains' routes, and the domains need only the state, so dependencies point one way.
+
+use std::sync::Arc;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::db::Database;
+use crate::publish::Publisher;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub cache: Cache,
+    pub config: Arc<Config>,
+    /// Wake it after committing a write that enqueued outbox rows.
+    pub publisher: Arc<Publisher>,
+}
