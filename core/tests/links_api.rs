@@ -191,21 +191,25 @@ async fn analytics_separate_bots_count_uniques_and_bucket_in_a_time_zone() {
     let a = create(&app, &admin, json!({"url": "https://example.com/a"})).await["id"].as_str().unwrap().to_owned();
     let b = create(&app, &admin, json!({"url": "https://example.com/b"})).await["id"].as_str().unwrap().to_owned();
 
-    // Berlin is UTC+1 in November: 23:30Z on the 22nd is already the 23rd there.
+    // Events must be recent, so the days are counted back from today (UTC): d0 is three
+    // days ago. Tokyo is UTC+9 all year: 23:30Z on d0 is already d1 there.
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let day = |n: i32| (today - jiff::Span::new().days(3 - n)).to_string();
+    let (d0, d1, d2) = (day(0), day(1), day(2));
     let events = json!({"events": [
-        click(&a, "2026-11-22T10:00:00Z", "v1", false, json!({"country": "DE", "referrer_host": "news.example"})),
-        click(&a, "2026-11-22T23:30:00Z", "v1", false, json!({"country": "DE"})),
-        click(&a, "2026-11-23T08:00:00Z", "v2", false, json!({"country": "FR", "device": "ios", "os": "iOS", "browser": "Safari"})),
-        click(&a, "2026-11-23T09:00:00Z", "bot1", true, json!({"browser": "Googlebot"})),
-        click(&b, "2026-11-23T09:30:00Z", "v3", false, json!({})),
+        click(&a, &format!("{d0}T10:00:00Z"), "v1", false, json!({"country": "DE", "referrer_host": "news.example"})),
+        click(&a, &format!("{d0}T23:30:00Z"), "v1", false, json!({"country": "DE"})),
+        click(&a, &format!("{d1}T08:00:00Z"), "v2", false, json!({"country": "FR", "device": "ios", "os": "iOS", "browser": "Safari"})),
+        click(&a, &format!("{d1}T09:00:00Z"), "bot1", true, json!({"browser": "Googlebot"})),
+        click(&b, &format!("{d1}T09:30:00Z"), "v3", false, json!({})),
     ]});
     let stored = app.call(Method::POST, "/v1/events", Some(&ingest), Some(events.clone())).await;
     assert_eq!(stored.ok()["accepted"], 5);
     // A retried batch counts once: no figure below moves.
     assert_eq!(app.call(Method::POST, "/v1/events", Some(&ingest), Some(events)).await.ok()["duplicates"], 5);
 
-    let range = "from=2026-11-22T00:00:00Z&to=2026-11-24T00:00:00Z";
-    let one = app.get(&format!("/v1/links/{a}/analytics?{range}&tz=Europe/Berlin"), Some(&admin)).await;
+    let range = format!("from={d0}T00:00:00Z&to={d2}T00:00:00Z");
+    let one = app.get(&format!("/v1/links/{a}/analytics?{range}&tz=Asia/Tokyo"), Some(&admin)).await;
     let one = one.ok();
     assert_eq!(
         (one["clicks"].as_i64(), one["uniques"].as_i64(), one["bot_clicks"].as_i64()),
@@ -216,9 +220,9 @@ async fn analytics_separate_bots_count_uniques_and_bucket_in_a_time_zone() {
     assert_eq!(
         timeline,
         [
-            (json!("2026-11-22T00:00:00+01:00"), json!(1)),
-            (json!("2026-11-23T00:00:00+01:00"), json!(2)),
-            (json!("2026-11-24T00:00:00+01:00"), json!(0)),
+            (json!(format!("{d0}T00:00:00+09:00")), json!(1)),
+            (json!(format!("{d1}T00:00:00+09:00")), json!(2)),
+            (json!(format!("{d2}T00:00:00+09:00")), json!(0)),
         ]
     );
     assert_eq!(
@@ -232,8 +236,10 @@ async fn analytics_separate_bots_count_uniques_and_bucket_in_a_time_zone() {
         json!([{"value": null, "clicks": 2, "uniques": 2}, {"value": "news.example", "clicks": 1, "uniques": 1}])
     );
     assert!(one.get("links").is_none());
-    // The link's own count agrees: human clicks only, each event once.
-    assert_eq!(app.get(&format!("/v1/links/{a}"), Some(&admin)).await.ok()["clicks"], 3);
+    // The link's own counts agree, each event once: human clicks, and every redirect
+    // (the bot's too) toward its click limit.
+    let link = app.get(&format!("/v1/links/{a}"), Some(&admin)).await;
+    assert_eq!((&link.ok()["clicks"], &link.json["redirects"]), (&json!(3), &json!(4)));
 
     let all = app.get(&format!("/v1/links/analytics?{range}&interval=hour"), Some(&admin)).await;
     let all = all.ok();
@@ -251,7 +257,7 @@ async fn analytics_separate_bots_count_uniques_and_bucket_in_a_time_zone() {
         async move { app.get(&uri, Some(&admin)).await }
     };
     bad("tz=Mars/Olympus").await.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    bad("from=2026-11-24T00:00:00Z&to=2026-11-23T00:00:00Z")
+    bad(&format!("from={d2}T00:00:00Z&to={d1}T00:00:00Z"))
         .await
         .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     bad("from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&interval=hour")
@@ -265,7 +271,7 @@ async fn analytics_separate_bots_count_uniques_and_bucket_in_a_time_zone() {
     assert_eq!(lines[0], "event_id,at,link_id,domain,country,device,browser,os,referrer_host,bot,visitor");
     assert_eq!(lines.len(), 5, "{}", csv.text);
     assert!(
-        lines[1].contains(",2026-11-22T10:00:00.000Z,") && lines[1].ends_with(",news.example,false,v1"),
+        lines[1].contains(&format!(",{d0}T10:00:00.000Z,")) && lines[1].ends_with(",news.example,false,v1"),
         "{}",
         lines[1]
     );

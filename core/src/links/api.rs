@@ -19,7 +19,7 @@ use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
 use crate::keys::{Authorized, Grants, Scope};
 use crate::pagination::{Cursor, Page, PageParams};
 use crate::publish::enqueue;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::{Millis, now_millis};
 
 /// Keys that may change links.
@@ -316,6 +316,7 @@ pub(super) fn draft(new: NewLink, own: &[String], default_domain: &str) -> Resul
         country_urls: new.country_urls,
         forward_query: new.forward_query,
         clicks: 0,
+        redirects: 0,
         created_at: now,
         updated_at: now,
         password_hash: None,

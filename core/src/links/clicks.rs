@@ -2,8 +2,10 @@
 //!
 //! The projection runs in the ingest transaction and is keyed by the event id, so a
 //! retried batch adds nothing and an acknowledged click is never lost. Each link the batch
-//! touched gets the human clicks it newly stored added to its count (an increment, not a
-//! recount, so ingest cost does not grow with a link's history); a link with a click limit is re-published
+//! touched gets the redirects it newly stored added to its counts (an increment, not a
+//! recount, so ingest cost does not grow with a link's history): every redirect, bots
+//! included, toward its click limit, and the human ones toward the `clicks` analytics
+//! show. A link with a click limit is re-published
 //! so the edge learns when it is exhausted. The overshoot is bounded by the clicks that
 //! arrive between a click's response and that publish: the event is sent right after the
 //! response, and the publisher is woken by the ingest.
@@ -54,9 +56,9 @@ const CHUNK: usize = 500;
 /// links' counts; returns whether a link with a click limit needs re-publishing.
 pub(crate) async fn project(conn: &mut sqlx::AnyConnection, clicks: &[Click<'_>]) -> Result<bool, sqlx::Error> {
     let text = |data: &Map<String, Value>, field: &str| data.get(field).and_then(Value::as_str).map(str::to_owned);
-    // Human clicks per link among the rows this call actually inserted (RETURNING leaves
-    // out the retried ones), so a count is never bumped twice for one event.
-    let mut added: BTreeMap<String, i64> = BTreeMap::new();
+    // (Redirects, human clicks) per link among the rows this call actually inserted
+    // (RETURNING leaves out the retried ones), so a count is never bumped twice for one event.
+    let mut added: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for chunk in clicks.chunks(CHUNK) {
         let rows = (0..chunk.len())
             .map(|i| {
@@ -85,19 +87,22 @@ pub(crate) async fn project(conn: &mut sqlx::AnyConnection, clicks: &[Click<'_>]
                 .bind(text(click.data, "visitor").unwrap_or_default());
         }
         for row in query.fetch_all(&mut *conn).await? {
-            if row.try_get::<i32, _>("bot")? == 0 {
-                *added.entry(row.try_get("link_id")?).or_default() += 1;
-            }
+            let counts = added.entry(row.try_get("link_id")?).or_default();
+            counts.0 += 1;
+            counts.1 += i64::from(row.try_get::<i32, _>("bot")? == 0);
         }
     }
     let mut republish = false;
-    for (link, count) in added {
-        let limited =
-            sqlx::query("UPDATE links SET clicks = clicks + $1 WHERE id = $2 RETURNING domain, code, max_clicks")
-                .bind(count)
-                .bind(&link)
-                .fetch_optional(&mut *conn)
-                .await?;
+    for (link, (redirects, humans)) in added {
+        let limited = sqlx::query(
+            "UPDATE links SET redirects = redirects + $1, clicks = clicks + $2 WHERE id = $3
+             RETURNING domain, code, max_clicks",
+        )
+        .bind(redirects)
+        .bind(humans)
+        .bind(&link)
+        .fetch_optional(&mut *conn)
+        .await?;
         if let Some(row) = limited
             && row.try_get::<Option<i64>, _>("max_clicks")?.is_some()
         {

@@ -106,6 +106,8 @@ pub(crate) struct Link {
     pub(crate) forward_query: bool,
     /// Clicks counted so far (bots excluded), reconciled from edge events.
     pub(crate) clicks: i64,
+    /// Every redirect served so far, bots and `HEAD`s included: what `max_clicks` limits.
+    pub(crate) redirects: i64,
     #[schema(value_type = String, format = DateTime)]
     pub(crate) created_at: Millis,
     #[schema(value_type = String, format = DateTime)]
@@ -143,6 +145,7 @@ impl Link {
             country_urls: decode("country_urls", json("country_urls")?)?,
             forward_query: row.try_get::<i32, _>("forward_query")? != 0,
             clicks: row.try_get("clicks")?,
+            redirects: row.try_get("redirects")?,
             created_at: Millis(row.try_get("created_at")?),
             updated_at: Millis(row.try_get("updated_at")?),
             password_hash,
@@ -158,7 +161,7 @@ impl Link {
             status: self.status,
             expires_at: self.expires_at.map(|at| at.0.max(0) as u64),
             expired_url: self.expired_url.clone(),
-            exhausted: self.max_clicks.is_some_and(|max| self.clicks >= max),
+            exhausted: self.max_clicks.is_some_and(|max| self.redirects >= max),
             password: self.password_hash.as_deref().and_then(PasswordHash::decode),
             forward_query: self.forward_query,
             ios: with_utm(&self.ios_url),
