@@ -137,3 +137,56 @@ fn read_request(conn: &mut TcpStream) -> String {
         }
     }
 }
+
+/// Sends `head` and then `body_chunks`, holding the connection open afterwards, and
+/// returns the response's status line if one arrives within 5 s.
+fn answer_while_still_sending(edge_url: &str, head: &str, body_chunks: &[&[u8]]) -> Option<String> {
+    let mut conn = TcpStream::connect(edge_url.trim_start_matches("http://")).unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    for chunk in body_chunks {
+        // The edge may answer and close early; later writes failing is the point.
+        if conn.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => answer.extend_from_slice(&buf[..read]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    text.lines().next().filter(|line| line.starts_with("HTTP/")).map(str::to_owned)
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_without_waiting_for_them_to_end() {
+    let (config, dir) = fresh_config().await;
+    let work = dir.path();
+    let core = start_core_for_edges(&config, work);
+    let store = work.join("store");
+    let published = verge(&config, work).args(["publish", "--target", "local", "--out"]).arg(&store).output().unwrap();
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let (_edge, edge_url) = serve_edge(&config, work, &store, &core, &[]);
+    let host = edge_url.trim_start_matches("http://");
+
+    // A declared 100 MB body, of which only 1 KB ever comes: refused from the header.
+    let declared = format!("POST /x HTTP/1.1\r\nhost: {host}\r\ncontent-length: 104857600\r\n\r\n");
+    let status = answer_while_still_sending(&edge_url, &declared, &[&[b'a'; 1024]]);
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 413 Payload Too Large"), "declared length");
+
+    // An undeclared (chunked) body: 128 KB arrives, and then nothing, with the connection
+    // open. The edge must stop at the cap and answer, not wait for an end.
+    let chunked = format!("POST /x HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\n\r\n");
+    let chunk = [b"4000\r\n".as_slice(), &[b'a'; 0x4000], b"\r\n"].concat();
+    let chunks: Vec<&[u8]> = std::iter::repeat_n(chunk.as_slice(), 8).collect();
+    let status = answer_while_still_sending(&edge_url, &chunked, &chunks);
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 413 Payload Too Large"), "chunked");
+
+    // A body within the cap is read whole and routed as before.
+    let small = http(&edge_url, "POST", "/x", &[("content-type", "application/json")], "{}");
+    assert_eq!(small.status, 404, "{}", small.body);
+}

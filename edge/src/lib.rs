@@ -5,6 +5,8 @@
 //! each only implement that trait in a thin entry crate under `deploy/`. Decisions
 //! themselves come from `verge-shared`, so the edge and the core agree.
 
+pub mod body;
+pub mod client;
 pub mod events;
 mod flags;
 pub mod host;

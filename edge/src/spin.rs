@@ -2,7 +2,8 @@
 //! Verge's local wasmtime host, which runs the very same component).
 //!
 //! Only the [`Host`] glue lives here. KV is Spin's `default` key-value store; the client
-//! address comes from the `spin-client-addr` header the runtime sets; events go to the
+//! address comes from the `spin-client-addr` header the runtime sets, the country only
+//! from the header the `country_header` variable names (see `crate::client`); events go to the
 //! core's ingest endpoint named by the `core_url` and `ingest_key` variables, in a task
 //! that keeps running after the response is returned (WASIp3 lets an export continue after
 //! it has produced its value).
@@ -13,20 +14,29 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use http_body_util::Full;
 use spin_sdk::http::Request;
-use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http_service;
 use spin_sdk::key_value::Store;
 
 use crate::host::{Client, Host, HostError};
 
-/// Largest request body the edge reads; edge routes take small JSON bodies at most.
-const MAX_BODY_BYTES: usize = 64 * 1024;
-
 /// Where events go, read from the variables once per instance (they are fixed for its
 /// life); `None` when this edge does not report, so requests skip the send entirely.
 static INGEST: OnceLock<Option<Ingest>> = OnceLock::new();
+
+/// The header a trusted proxy puts the client's country in (variable `country_header`),
+/// read once per instance; `None` when no header is trusted.
+static COUNTRY_HEADER: OnceLock<Option<String>> = OnceLock::new();
+
+async fn country_header() -> Option<&'static str> {
+    if COUNTRY_HEADER.get().is_none() {
+        let name = spin_sdk::variables::get("country_header").await.ok().filter(|name| !name.is_empty());
+        let _ = COUNTRY_HEADER.set(name);
+    }
+    COUNTRY_HEADER.get().and_then(Option::as_deref)
+}
 
 #[derive(Clone)]
 struct Ingest {
@@ -123,13 +133,9 @@ async fn serve(request: Request) -> http::Response<Full<Bytes>> {
             .and_then(|value| value.to_str().ok())
             .and_then(|addr| addr.parse::<SocketAddr>().ok())
             .map(|addr| addr.ip()),
-        // Set by the local host from a trusted proxy's header (see deploy/local); Spin
-        // itself reports no country.
-        country: request
-            .headers()
-            .get("verge-client-country")
-            .and_then(|value| <[u8; 2]>::try_from(value.as_bytes()).ok())
-            .filter(|code| code.iter().all(u8::is_ascii_uppercase)),
+        country: crate::client::country(country_header().await, |name| {
+            request.headers().get(name).map(http::HeaderValue::as_bytes)
+        }),
     };
     let (parts, body) = request.into_parts();
     // No edge route reads a GET or HEAD body; skipping the read saves stream round trips
@@ -137,7 +143,7 @@ async fn serve(request: Request) -> http::Response<Full<Bytes>> {
     let body = if matches!(parts.method, http::Method::GET | http::Method::HEAD) {
         Vec::new()
     } else {
-        match read_body(body).await {
+        match read_body(&parts.headers, body).await {
             Ok(body) => body,
             Err(response) => return into_spin(response),
         }
@@ -147,24 +153,23 @@ async fn serve(request: Request) -> http::Response<Full<Bytes>> {
     into_spin(response)
 }
 
-async fn read_body(body: impl IncomingBodyExt) -> Result<Vec<u8>, http::Response<Vec<u8>>> {
-    match body.bytes().await {
-        Ok(bytes) if bytes.len() <= MAX_BODY_BYTES => Ok(bytes.to_vec()),
-        Ok(_) => Err(too_large()),
-        Err(_) => Err(crate::problem::response(
-            http::StatusCode::BAD_REQUEST,
-            "unreadable_body",
-            "the request body could not be read",
-        )),
+/// Reads the body up to the cap (`crate::body`), frame by frame.
+async fn read_body<B>(headers: &http::HeaderMap, body: B) -> Result<Vec<u8>, http::Response<Vec<u8>>>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    if crate::body::declared_too_large(headers) {
+        return Err(crate::body::too_large());
     }
-}
-
-fn too_large() -> http::Response<Vec<u8>> {
-    crate::problem::response(
-        http::StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        &format!("request bodies at the edge are limited to {MAX_BODY_BYTES} bytes"),
-    )
+    let mut body = std::pin::pin!(body);
+    let mut capped = crate::body::Capped::default();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| crate::body::unreadable())?;
+        if let Some(data) = frame.data_ref() {
+            capped.push(data).map_err(|_| crate::body::too_large())?;
+        }
+    }
+    Ok(capped.into_bytes())
 }
 
 fn into_spin(response: http::Response<Vec<u8>>) -> http::Response<Full<Bytes>> {

@@ -6,8 +6,6 @@ use verge_edge::{Client, Host, HostError};
 use wasm_bindgen::prelude::wasm_bindgen;
 use worker::{Context, Env, Fetch, Headers, Method, Request, RequestInit, Response, event};
 
-/// Largest request body the edge reads.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The KV namespace binding in wrangler.toml.
 const KV_BINDING: &str = "VERGE_KV";
 
@@ -70,20 +68,32 @@ async fn send_events(core_url: &str, key: &str, batch: Vec<u8>) -> worker::Resul
     }
 }
 
+/// Reads the body up to the cap (`verge_edge::body`), chunk by chunk from its stream.
+async fn read_body(request: &mut Request) -> Result<Vec<u8>, http::Response<Vec<u8>>> {
+    use futures_util::StreamExt;
+    let declared = request.headers().get("content-length").ok().flatten().and_then(|length| length.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > verge_edge::body::MAX_BODY_BYTES as u64) {
+        return Err(verge_edge::body::too_large());
+    }
+    // A request without a body has no stream.
+    let Ok(mut stream) = request.stream() else { return Ok(Vec::new()) };
+    let mut body = verge_edge::body::Capped::default();
+    while let Some(chunk) = stream.next().await {
+        body.push(&chunk.map_err(|_| verge_edge::body::unreadable())?).map_err(|_| verge_edge::body::too_large())?;
+    }
+    Ok(body.into_bytes())
+}
+
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let client = Client {
         ip: request.headers().get("cf-connecting-ip")?.and_then(|ip| ip.parse::<IpAddr>().ok()),
         country: request.cf().and_then(|cf| cf.country()).and_then(|c| c.as_bytes().try_into().ok()),
     };
-    let body = request.bytes().await.unwrap_or_default();
-    if body.len() > MAX_BODY_BYTES {
-        return into_worker(verge_edge::problem::response(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("request bodies at the edge are limited to {MAX_BODY_BYTES} bytes"),
-        ));
-    }
+    let body = match read_body(&mut request).await {
+        Ok(body) => body,
+        Err(refused) => return into_worker(refused),
+    };
     let url = request.url()?;
     let mut builder = http::Request::builder().method(request.method().as_ref()).uri(url.as_str());
     for (name, value) in request.headers().entries() {

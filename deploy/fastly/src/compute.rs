@@ -6,8 +6,7 @@ use fastly::kv_store::{KVStore, KVStoreError};
 use fastly::{Request, Response};
 use verge_edge::{Client, Host, HostError};
 
-/// Largest request body the edge reads.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+use verge_edge::body::MAX_BODY_BYTES;
 /// Names wired in fastly.toml (and in the Fastly service configuration).
 const KV_STORE: &str = "verge_kv";
 const SECRET_STORE: &str = "verge_secrets";
@@ -57,15 +56,9 @@ pub(crate) fn serve() {
         ip,
         country: ip.and_then(fastly::geo::geo_lookup).and_then(|geo| geo.country_code().as_bytes().try_into().ok()),
     };
-    let body = request.take_body_bytes();
-    let response = if body.len() > MAX_BODY_BYTES {
-        verge_edge::problem::response(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("request bodies at the edge are limited to {MAX_BODY_BYTES} bytes"),
-        )
-    } else {
-        match to_http(&request, body) {
+    let response = match read_body(&mut request) {
+        Err(refused) => refused,
+        Ok(body) => match to_http(&request, body) {
             Some(edge_request) => {
                 let host = FastlyHost { store: RefCell::new(None), client, batches: RefCell::new(Vec::new()) };
                 let response = futures_executor::block_on(verge_edge::handle(&host, edge_request));
@@ -78,9 +71,29 @@ pub(crate) fn serve() {
                 "bad_request",
                 "the request could not be read",
             ),
-        }
+        },
     };
     from_http(response).send_to_client();
+}
+
+/// Reads the body up to the cap (`verge_edge::body`): a declared length over it unread,
+/// an undeclared one no further than one byte past it.
+fn read_body(request: &mut Request) -> Result<Vec<u8>, http::Response<Vec<u8>>> {
+    use std::io::Read;
+    let declared = request.get_header("content-length").and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(verge_edge::body::too_large());
+    }
+    let mut body = Vec::new();
+    request
+        .take_body()
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|_| verge_edge::body::unreadable())?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(verge_edge::body::too_large());
+    }
+    Ok(body)
 }
 
 fn to_http(request: &Request, body: Vec<u8>) -> Option<http::Request<Vec<u8>>> {

@@ -84,6 +84,11 @@ async fn run(args: Args) -> Result<(), String> {
     let mut variables = HashMap::new();
     variables.insert("core_url".to_owned(), args.core_url.as_ref().map(ToString::to_string).unwrap_or_default());
     variables.insert("ingest_key".to_owned(), args.ingest_key.clone());
+    // The host copies a trusted proxy's country header into its own, after dropping any
+    // copy of that one a client sent; the guest trusts only the header named here.
+    if args.country_header.is_some() {
+        variables.insert("country_header".to_owned(), runtime::COUNTRY_HEADER.to_owned());
+    }
     let outbound = outbound::OutboundPolicy::only(args.core_url.as_ref());
 
     let started = Instant::now();
