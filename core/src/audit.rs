@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiQuery};
-use crate::keys::{Authorized, Readers};
+use crate::keys::{Authorized, Readers, Scope};
 use crate::pagination::{Cursor, Page, PageParams};
 use crate::state::AppState;
 use crate::time::{Millis, now_millis};
@@ -149,7 +149,8 @@ pub struct AuditFilter {
     pub target_under: Option<String>,
 }
 
-/// List audit log entries, newest first.
+/// List audit log entries, newest first. Keys without `admin` see API-key entries
+/// without the keys' state (`before`, `after`, `changes` empty).
 #[utoipa::path(
     get, path = "/v1/audit-log", tag = "audit",
     params(AuditFilter, PageParams),
@@ -163,7 +164,7 @@ pub struct AuditFilter {
 )]
 pub(crate) async fn list_entries(
     State(state): State<AppState>,
-    _: Authorized<Readers>,
+    Authorized(principal, _): Authorized<Readers>,
     ApiQuery(filter): ApiQuery<AuditFilter>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<axum::Json<Page<AuditEntry>>, ApiError> {
@@ -184,8 +185,24 @@ pub(crate) async fn list_entries(
     .bind(format!("{}/%", crate::db::like_escape(&filter.target_under.unwrap_or_default())))
     .fetch_all(state.db.pool())
     .await?;
-    let entries = rows.iter().map(AuditEntry::from_row).collect::<Result<Vec<_>, _>>()?;
+    let mut entries = rows.iter().map(AuditEntry::from_row).collect::<Result<Vec<_>, _>>()?;
+    if !principal.key.scopes.contains(&Scope::Admin) {
+        entries.iter_mut().for_each(AuditEntry::redact_secret_bearing);
+    }
     Ok(axum::Json(cursor.page(entries, |e| e.id.clone())))
+}
+
+/// Target types whose recorded state only admins may see: API keys (their token prefix
+/// and scopes are what `GET /v1/keys`, an admin route, shows).
+const ADMIN_ONLY_TARGETS: &[&str] = &["api_key"];
+
+impl AuditEntry {
+    /// Keeps who did what to which object, and drops the object's state.
+    fn redact_secret_bearing(&mut self) {
+        if ADMIN_ONLY_TARGETS.contains(&self.target_type.as_str()) {
+            (self.before, self.after, self.changes) = (None, None, Vec::new());
+        }
+    }
 }
 
 /// Entries about any of `targets`, newest first: the history of one object that several

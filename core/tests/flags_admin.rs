@@ -101,12 +101,15 @@ async fn a_protected_environment_changes_only_through_requests_approved_by_anoth
     assert_eq!(actions, [json!("flags.change.approve"), json!("flags.change.propose")]);
     assert_eq!(&audit.json["items"][0]["actor"], reviewer);
 
-    // Two requests that both delete `beta`: the second no longer applies and stays pending.
+    // Two requests that both touch `beta`: once the first applies, the second is stale, so
+    // it never overwrites what the first did, and stays pending.
     let delete = json!({"changes": [{"op": "delete_flag", "key": "beta"}]});
     let first = prod.propose(&alice, delete.clone()).await.json["id"].as_str().unwrap().to_owned();
     let second = prod.propose(&alice, delete).await.json["id"].as_str().unwrap().to_owned();
     assert_eq!(review(&app, &first, "approve", &bob).await.ok()["status"], "applied");
-    review(&app, &second, "approve", &bob).await.problem(StatusCode::NOT_FOUND, "not_found");
+    let stale = review(&app, &second, "approve", &bob).await;
+    let detail = stale.problem(StatusCode::CONFLICT, "stale_change")["detail"].clone();
+    assert!(detail.as_str().unwrap().contains("/flags/beta"), "{detail}");
     let still = app.get(&format!("/v1/flags/changes/{second}"), Some(&reader)).await;
     assert_eq!(still.ok()["status"], "pending");
     assert_eq!(review(&app, &second, "cancel", &alice).await.ok()["status"], "cancelled");
@@ -177,7 +180,7 @@ async fn scheduled_changes_apply_at_their_time_or_fail_with_the_reason() {
     assert_eq!(verge_core::flags::apply_due_changes(db, in_an_hour).await.unwrap(), 0);
     let failed = app.get(&format!("/v1/flags/changes/{doomed}"), Some(&alice)).await;
     assert_eq!(failed.ok()["status"], "failed");
-    assert!(failed.json["failure"].as_str().unwrap().contains("no flag `a`"), "{}", failed.text);
+    assert!(failed.json["failure"].as_str().unwrap().contains("stale_change"), "{}", failed.text);
     let cancelled = app.get(&format!("/v1/flags/changes/{cancelled}"), Some(&alice)).await;
     assert_eq!(cancelled.ok()["status"], "cancelled");
 
@@ -408,4 +411,69 @@ async fn a_ref_fan_out_is_refused_with_a_422_even_as_a_proposal() {
     let kept = json!({"changes": [{"op": "import", "document": document, "keep_broken": true}]});
     assert_eq!(prod.propose(&alice, kept).await.status, StatusCode::CREATED);
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_request_never_overwrites_an_edit_made_since_it_was_proposed() {
+    let app = TestApp::new().await;
+    let (alice, bob, carol) =
+        (app.key(&[Scope::FlagsWrite]).await, app.key(&[Scope::FlagsWrite]).await, app.key(&[Scope::FlagsWrite]).await);
+    let prod = Env::create(&app, &alice, "prod", true).await;
+    let seed = json!({"changes": [{"op": "put_flag", "key": "beta", "flag": flag("off")},
+                                  {"op": "put_flag", "key": "other", "flag": flag("off")}]});
+    let seeded = prod.propose(&alice, seed).await.json["id"].as_str().unwrap().to_owned();
+    review(&app, &seeded, "approve", &bob).await.ok();
+
+    // Alice proposes `beta` on; Carol turns it on with a rollout meanwhile, approved first.
+    let alices = json!({"changes": [{"op": "put_flag", "key": "beta", "flag": flag("on")}]});
+    let alices = prod.propose(&alice, alices).await.json["id"].as_str().unwrap().to_owned();
+    let mut rollout = flag("off");
+    rollout["targeting"] = json!({"fractional": [["on", 10], ["off", 90]]});
+    let carols = json!({"changes": [{"op": "put_flag", "key": "beta", "flag": rollout.clone()}]});
+    let carols = prod.propose(&carol, carols).await.json["id"].as_str().unwrap().to_owned();
+    // An edit of another flag does not make Alice's request stale.
+    let unrelated = json!({"changes": [{"op": "kill_flag", "key": "other"}]});
+    let unrelated = prod.propose(&carol, unrelated).await.json["id"].as_str().unwrap().to_owned();
+    review(&app, &carols, "approve", &bob).await.ok();
+    review(&app, &unrelated, "approve", &bob).await.ok();
+
+    review(&app, &alices, "approve", &bob).await.problem(StatusCode::CONFLICT, "stale_change");
+    assert_eq!(prod.flags(&bob).await["beta"], rollout, "Carol's rollout is not overwritten");
+    let still = app.get(&format!("/v1/flags/changes/{alices}"), Some(&bob)).await;
+    assert_eq!(still.ok()["status"], "pending");
+    assert!(still.json["base"]["/flags/beta"].is_string(), "{}", still.text);
+}
+
+#[tokio::test]
+async fn a_change_from_a_key_revoked_since_does_not_apply() {
+    let app = TestApp::new().await;
+    let db = &app.app.state.db;
+    let admin = app.admin().await;
+    let (alice, bob) = (app.key(&[Scope::FlagsWrite]).await, app.key(&[Scope::FlagsWrite]).await);
+    let staging = Env::create(&app, &bob, "staging", false).await;
+    staging.call(Method::PUT, "/flags/beta", &bob, Some(flag("off"))).await.ok();
+    let in_an_hour = Millis(now_millis().0 + 3_600_000);
+    let body = json!({"changes": [{"op": "put_flag", "key": "beta", "flag": flag("on")}],
+                      "apply_at": in_an_hour.to_string()});
+    let proposed = staging.propose(&alice, body.clone()).await;
+    let id = proposed.json["id"].as_str().unwrap().to_owned();
+    let author = proposed.json["author"].as_str().unwrap().to_owned();
+
+    // Alice's key is revoked (she left, or it leaked): her scheduled change must not run.
+    app.call(Method::DELETE, &format!("/v1/keys/{author}"), Some(&admin), None).await.ok();
+    assert_eq!(verge_core::flags::apply_due_changes(db, in_an_hour).await.unwrap(), 0);
+    let failed = app.get(&format!("/v1/flags/changes/{id}"), Some(&bob)).await;
+    assert_eq!(failed.ok()["status"], "failed");
+    assert!(failed.json["failure"].as_str().unwrap().contains("actor_revoked"), "{}", failed.text);
+    assert_eq!(staging.flags(&bob).await["beta"], flag("off"));
+
+    // Nor does a pending request of hers get approved in a protected environment.
+    let prod = Env::create(&app, &bob, "prod", true).await;
+    let carol = app.key(&[Scope::FlagsWrite]).await;
+    let pending = prod.propose(&carol, json!({"changes": [{"op": "put_flag", "key": "x", "flag": flag("on")}]})).await;
+    let pending_id = pending.json["id"].as_str().unwrap().to_owned();
+    let carol_id = pending.json["author"].as_str().unwrap().to_owned();
+    app.call(Method::DELETE, &format!("/v1/keys/{carol_id}"), Some(&admin), None).await.ok();
+    review(&app, &pending_id, "approve", &bob).await.problem(StatusCode::CONFLICT, "actor_revoked");
+    assert!(prod.flags(&bob).await.get("x").is_none());
 }

@@ -167,6 +167,18 @@ async fn writes_leave_an_audit_trail_with_actor_and_diff() {
 
     let by_actor = app.get(&format!("/v1/audit-log?actor={admin_id}"), Some(&admin)).await;
     assert_eq!(by_actor.ok()["items"].as_array().unwrap().len(), 2);
+
+    // A `read` key sees that the key was made and revoked, by whom, but not the key itself.
+    let prefix = created.json["key"]["prefix"].as_str().unwrap();
+    let reader = app.key(&[Scope::Read]).await;
+    let seen = app.get(&format!("/v1/audit-log?target_id={id}"), Some(&reader)).await;
+    let entries = seen.ok()["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    for entry in entries {
+        assert_eq!((&entry["before"], &entry["after"], &entry["changes"]), (&json!(null), &json!(null), &json!([])));
+        assert_eq!(entry["actor"], admin_id);
+    }
+    assert!(!seen.text.contains(prefix), "{}", seen.text);
 }
 
 #[tokio::test]
@@ -186,4 +198,34 @@ async fn last_use_is_recorded() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("last_used_at was never set");
+}
+
+#[tokio::test]
+async fn concurrent_revokes_never_remove_the_last_admin_key() {
+    use verge_core::audit::Actor;
+    use verge_core::keys::{self, NewKey};
+    let app = TestApp::new().await;
+    let db = &app.app.state.db;
+    let mut survivors: Vec<String> = Vec::new();
+    for round in 0..10 {
+        let mut pair = Vec::new();
+        for name in ["one", "two"] {
+            let new = NewKey { name: format!("{name}-{round}"), scopes: vec![Scope::Admin], expires_at: None };
+            pair.push(keys::create(db, new, &Actor::System).await.unwrap().key.id);
+        }
+        // The last round's survivor goes, leaving the pair as the only admin keys (a fresh
+        // app has none).
+        for id in survivors.drain(..) {
+            keys::revoke(db, &id, &Actor::System).await.unwrap();
+        }
+        let (first, second) =
+            tokio::join!(keys::revoke(db, &pair[0], &Actor::System), keys::revoke(db, &pair[1], &Actor::System));
+        let refused = [&first, &second].iter().filter(|r| matches!(r, Err(keys::KeyError::LastAdminKey(_)))).count();
+        assert_eq!(
+            (u8::from(first.is_ok()) + u8::from(second.is_ok()), refused),
+            (1, 1),
+            "round {round}: {first:?} {second:?}"
+        );
+        survivors.extend(pair.into_iter().zip([first, second]).filter(|(_, r)| r.is_err()).map(|(id, _)| id));
+    }
 }

@@ -84,10 +84,36 @@ async fn branded_domains_hold_links_and_guard_against_loops() {
     create(&app, &admin, json!({"url": "https://later.example.com/page"})).await;
     let refused = domain(json!({"domain": "later.example.com"})).await;
     refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    // So would one that any other target points at: every kind of target is checked.
+    let main = "https://example.com/main";
+    let others = [
+        (
+            "expired.example.com",
+            json!({"url": main, "expires_at": "2099-01-01T00:00:00Z", "expired_url": "https://expired.example.com/"}),
+        ),
+        ("ios.example.com", json!({"url": main, "ios_url": "https://ios.example.com:8443/app"})),
+        ("android.example.com", json!({"url": main, "android_url": "http://android.example.com?x=1"})),
+        ("desktop.example.com", json!({"url": main, "desktop_url": "https://desktop.example.com/"})),
+        ("country.example.com", json!({"url": main, "country_urls": {"DE": "https://country.example.com/de"}})),
+    ];
+    for (host, link) in others {
+        create(&app, &admin, link).await;
+        let refused = domain(json!({"domain": host})).await;
+        assert_eq!(refused.validation_fields(), ["domain"], "{host}: {}", refused.text);
+    }
+    domain(json!({"domain": "c.example.com", "not_found_url": "https://nf.example.com/"})).await.ok();
+    let refused = domain(json!({"domain": "nf.example.com"})).await;
+    assert_eq!(refused.validation_fields(), ["domain"], "{}", refused.text);
+    // A host that only starts alike is no loop.
+    create(&app, &admin, json!({"url": "https://similar.example.com.evil/x"})).await;
+    assert_eq!(domain(json!({"domain": "similar.example.com"})).await.status, StatusCode::CREATED);
 
     let listed = app.get("/v1/links/domains", Some(&admin)).await;
     let names: Vec<_> = listed.ok()["items"].as_array().unwrap().iter().map(|d| d["domain"].clone()).collect();
-    assert_eq!(names, [json!("localhost"), json!("go.example.com")]);
+    assert_eq!(
+        names,
+        [json!("localhost"), json!("c.example.com"), json!("go.example.com"), json!("similar.example.com")]
+    );
     assert_eq!(listed.json["items"][0]["default"], true);
 
     let link = create(&app, &admin, json!({"url": "https://example.com/a", "domain": "go.example.com"})).await;
@@ -114,7 +140,7 @@ async fn branded_domains_hold_links_and_guard_against_loops() {
     assert_eq!(app.call(Method::DELETE, path, Some(&admin), None).await.status, StatusCode::NO_CONTENT);
     app.call(Method::DELETE, path, Some(&admin), None).await.problem(StatusCode::NOT_FOUND, "not_found");
 
-    let audit = app.get("/v1/audit-log?target_type=link_domain", Some(&admin)).await;
+    let audit = app.get("/v1/audit-log?target_id=go.example.com", Some(&admin)).await;
     let actions: Vec<_> = audit.ok()["items"].as_array().unwrap().iter().map(|e| e["action"].clone()).collect();
     assert_eq!(actions, [json!("link_domain.delete"), json!("link_domain.update"), json!("link_domain.create")]);
     assert_eq!(app.get("/v1/links/domains", None).await.status, StatusCode::UNAUTHORIZED);

@@ -55,6 +55,37 @@ pub(crate) enum Change {
     },
 }
 
+impl Change {
+    /// The member of the set this edit replaces, as a JSON pointer; `""` for an import,
+    /// which replaces the whole set.
+    pub(crate) fn member(&self) -> String {
+        let escape = |name: &str| name.replace('~', "~0").replace('/', "~1");
+        match self {
+            Change::PutFlag { key, .. } | Change::DeleteFlag { key } | Change::KillFlag { key } => {
+                format!("/flags/{}", escape(key))
+            }
+            Change::PutSegment { name, .. } | Change::DeleteSegment { name } => {
+                format!("/$evaluators/{}", escape(name))
+            }
+            Change::Import { .. } => String::new(),
+        }
+    }
+}
+
+/// What the members `changes` touch look like in `document` now: pointer → SHA-256 of
+/// the member's JSON, `None` where it is absent. A change request records this when it
+/// is proposed and is applied only while it still holds.
+pub(crate) fn base_of(document: &Value, changes: &[Change]) -> std::collections::BTreeMap<String, Option<String>> {
+    changes
+        .iter()
+        .map(|change| {
+            let member = change.member();
+            let digest = document.pointer(&member).map(|value| verge_shared::sha256_hex(value.to_string().as_bytes()));
+            (member, digest)
+        })
+        .collect()
+}
+
 /// What [`commit`] stored.
 #[derive(Debug)]
 pub(crate) struct Committed {

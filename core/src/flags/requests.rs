@@ -10,9 +10,12 @@
 //! | open | absent | `applied` | applied in the same transaction, all edits or none |
 //!
 //! Approval applies the change at once, or schedules it when `apply_at` is still ahead.
-//! Every application runs the full check again, since the set may have moved on; a
-//! scheduled change that no longer applies is marked `failed` with the reason, and one
-//! whose environment became protected after it was scheduled without approval fails too.
+//! A request records what the members it touches looked like when proposed (its `base`),
+//! and applies only while they still do: a flag edited in between is never overwritten
+//! silently (409 `stale_change`). Nor does it apply once a key that proposed or approved
+//! it has been revoked (409 `actor_revoked`). Every application also runs the full check
+//! again; a scheduled change that no longer applies is marked `failed` with the reason, and
+//! one whose environment became protected after it was scheduled without approval fails too.
 //! The edits are audited under the author's name; approval, cancellation and failure
 //! get entries of their own.
 
@@ -92,7 +95,14 @@ pub(crate) struct ChangeRequest {
     failure: Option<String>,
     #[schema(value_type = String, format = DateTime)]
     created_at: Millis,
+    /// The touched members as they were when proposed (pointer → SHA-256, `null` when
+    /// absent); the request applies only while they are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base: Option<Base>,
 }
+
+/// See [`ChangeRequest::base`].
+type Base = std::collections::BTreeMap<String, Option<String>>;
 
 impl ChangeRequest {
     fn from_row(row: &AnyRow) -> Result<ChangeRequest, sqlx::Error> {
@@ -114,7 +124,37 @@ impl ChangeRequest {
             applied_at: millis("applied_at")?,
             failure: row.try_get("failure")?,
             created_at: Millis(row.try_get("created_at")?),
+            base: match row.try_get::<Option<String>, _>("base")? {
+                Some(text) => Some(serde_json::from_str(&text).map_err(|err| decode("base", err.to_string()))?),
+                None => None,
+            },
         })
+    }
+
+    /// Refuses to apply when a touched member changed since the proposal (409
+    /// `stale_change`) or when a key that proposed or approved it has since been revoked
+    /// or has expired (409 `actor_revoked`).
+    async fn still_valid(&self, conn: &mut sqlx::AnyConnection, document: &serde_json::Value) -> Result<(), ApiError> {
+        for holder in std::iter::once(&self.author).chain(self.reviewer.as_ref()) {
+            if holder.starts_with("key_") && !crate::keys::is_active(conn, holder).await? {
+                return Err(ApiError::conflict(
+                    "actor_revoked",
+                    format!("`{holder}`, which proposed or approved this change, is no longer an active key"),
+                ));
+            }
+        }
+        let Some(base) = &self.base else { return Ok(()) };
+        let now = super::changes::base_of(document, &self.changes);
+        let moved: Vec<&str> =
+            base.iter().filter(|(member, digest)| now.get(*member) != Some(*digest)).map(|(m, _)| m.as_str()).collect();
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let named = moved.iter().map(|m| if m.is_empty() { "the whole set" } else { m }).collect::<Vec<_>>();
+        Err(ApiError::conflict(
+            "stale_change",
+            format!("changed since this request was proposed: {}; propose it again", named.join(", ")),
+        ))
     }
 
     fn author_actor(&self) -> Actor {
@@ -152,8 +192,8 @@ async fn save(
     if before.is_none() {
         sqlx::query(
             "INSERT INTO flag_changes (id, project, environment, changes, comment, status, apply_at, author,
-                 reviewer, reviewed_at, applied_at, failure, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 reviewer, reviewed_at, applied_at, failure, created_at, base)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&after.id)
         .bind(&after.project)
@@ -168,6 +208,7 @@ async fn save(
         .bind(millis(after.applied_at))
         .bind(&after.failure)
         .bind(after.created_at.0)
+        .bind(after.base.as_ref().map(|base| serde_json::to_string(base).expect("a base serializes")))
         .execute(&mut *conn)
         .await?;
     } else {
@@ -270,7 +311,8 @@ pub(crate) async fn propose_changes(
         return Err(ApiError::validation(errors));
     }
     let mut tx = db.begin_write().await?;
-    let (environment, _) = super::load_locked(&mut tx, project, env).await?;
+    let (environment, document) = super::load_locked(&mut tx, project, env).await?;
+    let base = super::changes::base_of(&document, &new.changes);
     let mut request = ChangeRequest {
         id: crate::ids::new_id("fcr"),
         project: project.to_owned(),
@@ -285,6 +327,7 @@ pub(crate) async fn propose_changes(
         applied_at: None,
         failure: None,
         created_at: now,
+        base: Some(base),
     };
     let apply_now = !environment.protected && request.apply_at.is_none();
     if apply_now {
@@ -393,7 +436,9 @@ pub(crate) async fn get(
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "The author cannot approve their own request (`self_approval`)", body = Problem),
         (status = 404, description = "No such request, or an edit names a flag that is gone", body = Problem),
-        (status = 409, description = "Not pending (`not_pending`)", body = Problem),
+        (status = 409, description = "Not pending (`not_pending`); a flag or segment it touches changed since it \
+            was proposed (`stale_change`); its author's key is no longer active (`actor_revoked`). It stays \
+            pending", body = Problem),
         (status = 422, description = "No longer applies to the current set; it stays pending", body = Problem),
     )
 )]
@@ -420,7 +465,8 @@ pub(crate) async fn approve(
     let now = now_millis();
     let mut after = ChangeRequest { reviewer: Some(reviewer.to_string()), reviewed_at: Some(now), ..before.clone() };
     let env = (before.project.as_str(), before.environment.as_str());
-    super::load_locked(&mut tx, env.0, env.1).await?;
+    let (_, document) = super::load_locked(&mut tx, env.0, env.1).await?;
+    before.still_valid(&mut tx, &document).await?;
     if before.apply_at.is_some_and(|at| at.0 > now.0) {
         after.status = Status::Scheduled;
     } else {
@@ -501,10 +547,11 @@ async fn apply_scheduled(db: &Database, id: &str, now: Millis) -> Result<bool, A
     let mut tx = db.begin_write().await?;
     // Locked: another core's scheduler, or a cancellation, may have got to it first.
     let before = find(&mut tx, id).await?;
-    let (environment, _) = super::load_locked(&mut tx, &before.project, &before.environment).await?;
+    let (environment, document) = super::load_locked(&mut tx, &before.project, &before.environment).await?;
     if before.status != Status::Scheduled {
         return Ok(false);
     }
+    before.still_valid(&mut tx, &document).await?;
     if environment.protected && before.reviewer.is_none() {
         return Err(ApiError::conflict(
             "change_request_required",

@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 pub use self::auth::{AdminOnly, Authorized, Grants, Principal, Readers};
 pub use self::scope::{Scope, ScopeError};
 use crate::audit::{self, Actor};
-use crate::db::Database;
+use crate::db::{Database, Dialect};
 use crate::pagination::{Cursor, Page};
 use crate::time::{Millis, now_millis};
 
@@ -214,10 +214,28 @@ pub async fn list(db: &Database, cursor: &Cursor, include_inactive: bool) -> Res
     Ok(cursor.page(keys, |k| k.id.clone()))
 }
 
+/// Whether the key `id` exists and is neither revoked nor expired.
+pub(crate) async fn is_active(conn: &mut sqlx::AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
+    Ok(match row {
+        Some(row) => ApiKey::from_row(&row)?.is_active(now_millis()),
+        None => false,
+    })
+}
+
+/// Arbitrary constant naming the PostgreSQL advisory lock that serialises key revocations.
+const REVOKE_LOCK: i64 = 0x7665_7267_656b_6579;
+
 /// Revokes a key; revoking a revoked key again changes nothing. The last active admin key
 /// cannot be revoked, so an installation can never lock its operators out.
 pub async fn revoke(db: &Database, id: &str, actor: &Actor) -> Result<ApiKey, KeyError> {
     let mut tx = db.begin_write().await?;
+    if db.dialect() == Dialect::Postgres {
+        // Two revokes of the last two admin keys would each see the other still active
+        // under READ COMMITTED; revokes take turns instead. (SQLite's write transactions
+        // already do.)
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(REVOKE_LOCK).execute(&mut *tx).await?;
+    }
     let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
     let before = ApiKey::from_row(&row.ok_or_else(|| KeyError::NotFound(id.to_owned()))?)?;
     let now = now_millis();

@@ -94,20 +94,15 @@ pub(crate) async fn create_domain(
     }
     own.push(domain.clone());
     let not_found_url = checked_not_found_url(new.not_found_url, &own)?;
-    // Links already pointing at the new domain would start looping through the edge.
-    let looping: i64 =
-        sqlx::query("SELECT COUNT(*) AS n FROM links WHERE url LIKE $1 OR url LIKE $2 OR url LIKE $3 OR url LIKE $4")
-            .bind(format!("http://{domain}/%"))
-            .bind(format!("https://{domain}/%"))
-            .bind(format!("http://{domain}:%"))
-            .bind(format!("https://{domain}:%"))
-            .fetch_one(state.db.pool())
-            .await?
-            .try_get("n")?;
-    if looping > 0 {
+    // Targets already pointing at the new domain would start looping through the edge.
+    let (links, domains) = targets_at(&state, &domain).await?;
+    if links + domains > 0 {
         return Err(ApiError::validation(vec![FieldError {
             field: "domain".into(),
-            message: format!("{looping} existing links point at `{domain}`; as a link domain they would loop"),
+            message: format!(
+                "{links} existing links and {domains} domains' not-found URLs point at `{domain}`; \
+                 as a link domain they would loop"
+            ),
         }]));
     }
     let created = LinkDomain { domain, not_found_url, default: false, created_at: Some(now_millis()) };
@@ -255,4 +250,41 @@ mod tests {
         );
         assert_eq!(checked_not_found_url(None, &own).unwrap(), None);
     }
+}
+
+/// How many links (by any of their targets) and domains (by their not-found URL) point at
+/// `domain`.
+async fn targets_at(state: &AppState, domain: &str) -> Result<(i64, i64), ApiError> {
+    let host = crate::db::like_escape(domain);
+    // A URL on `domain`: its authority ends at `/`, `:` (a port), `?` or `#`.
+    let patterns: Vec<String> = ["http", "https"]
+        .iter()
+        .flat_map(|scheme| ["/", ":", "?", "#"].map(|end| format!("{scheme}://{host}{end}%")))
+        .collect();
+    let any_column = |columns: &[&str], quoted: bool| {
+        let mut terms = Vec::new();
+        for column in columns {
+            for n in 1..=patterns.len() {
+                // Country URLs are a JSON object: each URL follows a quote.
+                let lead = if quoted { "'%\"' || " } else { "" };
+                terms.push(format!("{column} LIKE {lead}${n} ESCAPE '\\'"));
+            }
+        }
+        terms.join(" OR ")
+    };
+    let link_sql = format!(
+        "SELECT COUNT(*) AS n FROM links WHERE {} OR {}",
+        any_column(&["url", "expired_url", "ios_url", "android_url", "desktop_url"], false),
+        any_column(&["country_urls"], true)
+    );
+    let domain_sql = format!("SELECT COUNT(*) AS n FROM link_domains WHERE {}", any_column(&["not_found_url"], false));
+    let mut counts = [0i64; 2];
+    for (count, sql) in counts.iter_mut().zip([link_sql, domain_sql]) {
+        let mut query = sqlx::query(&sql);
+        for pattern in &patterns {
+            query = query.bind(pattern);
+        }
+        *count = query.fetch_one(state.db.pool()).await?.try_get("n")?;
+    }
+    Ok((counts[0], counts[1]))
 }
