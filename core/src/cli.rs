@@ -37,6 +37,10 @@ struct Cli {
     /// TOML configuration file; environment variables override it.
     #[arg(long, global = true, env = "VERGE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where the embedded database and local state live (default `verge-data`; also
+    /// VERGE_DATA_DIR). Every command that reads them takes it.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,9 +100,6 @@ enum EdgeCommand {
 
 #[derive(Debug, Args)]
 struct DevArgs {
-    /// Where the embedded database and local state live.
-    #[arg(long, value_name = "DIR", default_value = "verge-data")]
-    data_dir: PathBuf,
     /// Port for the core API on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -140,7 +141,10 @@ pub fn run() -> ExitCode {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
             |runtime| {
                 runtime.block_on(async {
-                    let config = Config::load(cli.config.as_deref())?;
+                    let mut config = Config::load(cli.config.as_deref())?;
+                    if let Some(dir) = cli.data_dir {
+                        config.data_dir = dir;
+                    }
                     init_logging(&config, &cli.command);
                     match cli.command {
                         Command::Dev(args) => dev(config, args).await,
@@ -177,6 +181,16 @@ fn init_logging(config: &Config, command: &Command) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// `port`, or when it is 0 one the system has free now, so the edge's URL is known before
+/// the core starts (the edge host then binds it).
+fn free_port_if_zero(port: u16) -> anyhow::Result<u16> {
+    if port != 0 {
+        return Ok(port);
+    }
+    let probe = std::net::TcpListener::bind(("127.0.0.1", 0)).context("finding a free port for the edge")?;
+    Ok(probe.local_addr()?.port())
 }
 
 /// Runs `app` on `listener` with its publisher and scheduler until `stop` resolves (a
@@ -228,9 +242,16 @@ async fn run_until(
 }
 
 async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
-    config.edge_store.get_or_insert_with(|| args.data_dir.join("edge").join("kv.db"));
-    config.data_dir = args.data_dir;
+    let data_dir = config.data_dir.clone();
+    config.edge_store.get_or_insert_with(|| data_dir.join("edge").join("kv.db"));
     config.listen = SocketAddr::from(([127, 0, 0, 1], args.port));
+    // Short links are served by the edge this prints, as printed: on its host, and with
+    // `short_url`s that lead to it.
+    let edge_listen = SocketAddr::from(([127, 0, 0, 1], free_port_if_zero(args.edge_port)?));
+    if !args.no_edge {
+        config.links_default_domain.get_or_insert_with(|| edge_listen.ip().to_string());
+        config.links_short_url_base.get_or_insert_with(|| format!("http://{edge_listen}"));
+    }
     // Built (when stale) before the core is announced: a first build takes minutes, and a
     // core already printed as running would leave requests waiting all that time.
     let edge_artifacts = if args.no_edge { None } else { Some(edge::artifacts().await?) };
@@ -266,12 +287,13 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
             let host = edge::EdgeHost::start(edge::HostOptions {
                 artifacts,
                 store,
-                listen: SocketAddr::from(([127, 0, 0, 1], args.edge_port)),
+                listen: edge_listen,
                 core_url: Some(&url),
                 ingest_key: Some(&ingest_key),
             })
             .await?;
             println!("  edge         {}/__verge/health  (component {})", host.url, artifacts.component.display());
+            println!("  short links  {}/<code>  (links on `{}`)", host.url, config.default_link_domain());
             Some(host)
         }
         _ => None,

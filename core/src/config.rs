@@ -44,7 +44,11 @@ pub struct Config {
     /// hosts on this machine; `verge dev` uses `<data_dir>/edge/kv.db`.
     pub edge_store: Option<PathBuf>,
     /// The domain short links get when none is named; the edge serves them on this host.
-    pub links_default_domain: String,
+    /// Unset: `localhost` (`verge dev`: `127.0.0.1`, the host its edge URL names).
+    pub links_default_domain: Option<String>,
+    /// Where links on the default domain are reached, when not `https://<domain>` (for
+    /// example `http://127.0.0.1:8081` for a local edge); `verge dev` sets its edge's URL.
+    pub links_short_url_base: Option<String>,
     /// Events one key may send to `POST /v1/events` per minute (a token bucket, bursts up
     /// to the same number), so a leaked ingest key cannot flood the database.
     pub ingest_events_per_minute: u32,
@@ -77,7 +81,8 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             log_format: LogFormat::Text,
             edge_store: None,
-            links_default_domain: "localhost".to_owned(),
+            links_default_domain: None,
+            links_short_url_base: None,
             ingest_events_per_minute: 1_200_000,
             metrics_token: None,
             metrics_listen: None,
@@ -146,6 +151,11 @@ impl Config {
             return invalid("DATABASE_URL must be a postgres:// or postgresql:// URL");
         }
         Ok(())
+    }
+
+    /// See [`Config::links_default_domain`].
+    pub fn default_link_domain(&self) -> &str {
+        self.links_default_domain.as_deref().unwrap_or("localhost")
     }
 
     pub fn request_timeout(&self) -> Duration {

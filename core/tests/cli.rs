@@ -70,6 +70,29 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
     assert!(body.contains("\"events:ingest\"") && !body.contains("\"admin\""), "{body}");
     assert!(body.contains(&ingest_key[..12]), "the event came with the key in ingest.key: {body}");
 
+    // A new link's `short_url` leads to the edge `verge dev` printed, and redirects there as
+    // printed; an unknown code there is a link-not-found problem.
+    let auth = format!("Bearer {key}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let created = common::process::http(&core, "POST", "/v1/links", &headers, r#"{"url": "https://example.com/x"}"#);
+    assert_eq!(created.status, 201, "{}", created.body);
+    let link: serde_json::Value = serde_json::from_str(&created.body).unwrap();
+    let short_url = link["short_url"].as_str().unwrap();
+    let path = short_url.strip_prefix(&format!("{edge}/")).unwrap_or_else(|| panic!("{short_url} is not on {edge}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = common::process::http(&edge, "GET", &format!("/{path}"), &[], "");
+        if reply.status == 302 {
+            assert_eq!(reply.header("location"), Some("https://example.com/x"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{short_url} never redirected: {} {}", reply.status, reply.body);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, body) = http_get(&edge, "/nosuchcode", None);
+    assert_eq!(status, 404);
+    assert!(body.contains("\"code\":\"link_not_found\""), "{body}");
+
     // A change made through the core reaches the edge within a second: turning reporting
     // off publishes a new settings version, and then a 404 sends nothing.
     let changed = Instant::now();
@@ -260,4 +283,37 @@ fn every_command_explains_itself() {
     let dev = Command::new(env!("CARGO_BIN_EXE_verge")).args(["dev", "--help"]).output().unwrap();
     let dev = String::from_utf8(dev.stdout).unwrap();
     assert!(dev.contains("--data-dir") && dev.contains("--port"));
+}
+
+#[tokio::test]
+async fn every_command_that_reads_the_data_directory_takes_data_dir() {
+    let (config, dir) = fresh_config().await;
+    let data = dir.path().join("elsewhere");
+    let data = data.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let output = verge(&config, dir.path()).args(args).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{args:?}: {stdout} {stderr}");
+        stdout.into_owned()
+    };
+    run(&["migrate", "--data-dir", data]);
+    let created = run(&["keys", "create", "--data-dir", data, "--name", "ci", "--scope", "flags:write"]);
+    assert!(created.contains("verge_"), "{created}");
+    assert!(run(&["keys", "list", "--data-dir", data]).contains("ci"));
+    let flags = dir.path().join("flags.json");
+    std::fs::write(
+        &flags,
+        r#"{"flags": {"beta": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"}}}"#,
+    )
+    .unwrap();
+    run(&["flags", "import", "--data-dir", data, "--env", "dev", flags.to_str().unwrap()]);
+    assert!(run(&["flags", "export", "--data-dir", data, "--env", "dev"]).contains("beta"));
+    let out = dir.path().join("snapshot");
+    run(&["publish", "--data-dir", data, "--target", "local", "--out", out.to_str().unwrap()]);
+    assert!(out.join("kv.db").exists());
+    if config.database_url.is_none() {
+        // On embedded storage all of it went into that directory, and none into the default.
+        assert!(std::path::Path::new(data).join(verge_core::db::SQLITE_FILE).exists());
+        assert!(!dir.path().join("verge-data").exists());
+    }
 }

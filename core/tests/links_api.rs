@@ -303,3 +303,24 @@ async fn analytics_separate_bots_count_uniques_and_bucket_in_a_time_zone() {
     );
     assert!(lines[4].contains(",true,bot1"), "{}", lines[4]);
 }
+
+#[tokio::test]
+async fn utm_values_are_bounded_and_printable() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    let long = "x".repeat(201);
+    let body = json!({"url": "https://example.com/", "utm": {"source": "news\nletter", "medium": long,
+                      "campaign": "", "term": "spring sale", "content": "ad\u{7f}1"}});
+    let refused = app.call(Method::POST, "/v1/links", Some(&admin), Some(body)).await;
+    assert_eq!(refused.validation_fields(), ["utm.source", "utm.medium", "utm.campaign", "utm.content"]);
+    let listed = app.get("/v1/links", Some(&admin)).await;
+    assert_eq!(listed.ok()["items"], json!([]), "nothing was created");
+
+    let fine = json!({"url": "https://example.com/", "utm": {"source": "ß".repeat(200), "term": "spring sale"}});
+    let created = app.call(Method::POST, "/v1/links", Some(&admin), Some(fine)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap();
+    let patched =
+        app.call(Method::PATCH, &format!("/v1/links/{id}"), Some(&admin), Some(json!({"utm": {"term": "\t"}}))).await;
+    assert_eq!(patched.validation_fields(), ["utm.term"]);
+}

@@ -158,6 +158,12 @@ async fn links_redirect_at_the_edge_in_every_case_and_clicks_come_back() {
     assert_eq!(http(&edge, "POST", "/hidden", &form, "password=wrong").status, 401);
     let opened = http(&edge, "POST", "/hidden", &form, "password=s3cret+pw");
     assert_eq!((opened.status, opened.header("location")), (303, Some("https://example.com/secret")));
+    // Guessing stops after a few wrong passwords, before any hash is run. The count is
+    // per instance, and the host may spread requests over a few of them.
+    let limited = (0..40).map(|_| http(&edge, "POST", "/hidden", &form, "password=guess")).find(|r| r.status == 429);
+    let limited = limited.expect("a client guessing passwords is stopped");
+    assert!(limited.body.contains("too_many_attempts"), "{}", limited.body);
+    assert!(limited.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0 && s <= 900)));
 
     // Click limit: after two human clicks the edge answers 410.
     let (_, limited) =

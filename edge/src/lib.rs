@@ -5,6 +5,7 @@
 //! each only implement that trait in a thin entry crate under `deploy/`. Decisions
 //! themselves come from `verge-shared`, so the edge and the core agree.
 
+mod attempts;
 pub mod body;
 pub mod client;
 pub mod events;

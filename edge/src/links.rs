@@ -8,6 +8,7 @@
 use http::{Method, Request, Response, StatusCode, header};
 use verge_shared::links::{self, Decision, DomainRecord, LinkRecord, Visit, agent};
 
+use crate::attempts;
 use crate::events::Events;
 use crate::host::Host;
 use crate::router::Body;
@@ -40,7 +41,17 @@ pub(crate) async fn serve<H: Host>(
     };
     let submitted = (method == Method::POST).then(|| form_password(request.body())).flatten();
     let password_ok = match (&link.password, &submitted) {
-        (Some(hash), Some(given)) => hash.verify(given),
+        (Some(hash), Some(given)) => {
+            let who = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
+            if let Some(seconds) = attempts::retry_after(&link.id, &who, visit.now_millis) {
+                return Some(too_many_attempts(seconds));
+            }
+            let right = hash.verify(given);
+            if !right {
+                attempts::record_failure(&link.id, &who, visit.now_millis);
+            }
+            right
+        }
         _ => false,
     };
     let decision = links::decide(&link, &visit, password_ok);
@@ -98,6 +109,17 @@ fn render(decision: Decision, method: &Method, tried_password: bool) -> Response
         Decision::Gone => crate::problem::response(StatusCode::GONE, "link_gone", "this link has expired"),
         Decision::PasswordRequired => password_page(tried_password),
     }
+}
+
+/// 429 for a client (or a link) over its failed password attempts; no hash is run.
+fn too_many_attempts(retry_after_secs: u64) -> Response<Body> {
+    let mut response = crate::problem::response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        "too many wrong passwords for this link; try again later",
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, retry_after_secs.into());
+    response
 }
 
 fn redirect(status: u16, location: &str) -> Response<Body> {

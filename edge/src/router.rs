@@ -35,7 +35,8 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
             crate::flags::serve(host, request, &path[crate::flags::PREFIX.len()..], events).await
         }
         _ => {
-            if let Some(code) = link_code(path) {
+            let code = link_code(path);
+            if let Some(code) = code {
                 let domain = request_host(request).to_ascii_lowercase();
                 if let Some(response) = crate::links::serve(host, request, &domain, code, events).await {
                     return response;
@@ -48,7 +49,14 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
                 let fields = [("method", request.method().as_str()), ("host", domain), ("path", path)];
                 events.push(host, "edge.not_found", &fields);
             }
-            problem::response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path")
+            match code {
+                // A path that could be a short link is answered as one that is not there.
+                Some(code) => {
+                    let detail = format!("no short link `{code}` on `{}`", request_host(request));
+                    problem::response(StatusCode::NOT_FOUND, "link_not_found", &detail)
+                }
+                None => problem::response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path"),
+            }
         }
     }
 }
@@ -196,10 +204,14 @@ mod tests {
     #[test]
     fn unknown_routes_and_methods_are_problems() {
         let host = FakeHost::default();
-        let missing = get(&host, Method::GET, "/nope");
+        let missing = get(&host, Method::GET, "/no/such/route");
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
         assert_eq!(missing.headers()[header::CONTENT_TYPE], problem::CONTENT_TYPE);
         assert!(text(&missing).contains("\"code\":\"route_not_found\""));
+        // A path shaped like a short link that is not one says so.
+        let no_link = get(&host, Method::GET, "/nope");
+        assert_eq!(no_link.status(), StatusCode::NOT_FOUND);
+        assert!(text(&no_link).contains("\"code\":\"link_not_found\""), "{}", text(&no_link));
         let wrong = get(&host, Method::POST, "/__verge/health");
         assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(wrong.headers()[header::ALLOW], "GET, HEAD");

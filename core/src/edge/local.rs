@@ -135,8 +135,24 @@ fn newest_source(path: &Path) -> Option<(SystemTime, PathBuf)> {
 
 /// The ingest key the local edge reports with, kept in `<edge dir>/ingest.key` (mode 0600)
 /// so restarts reuse it; replaced when the file is missing or its key no longer works.
+/// A file others could read (group or world bits) is treated as leaked: its key is revoked
+/// and a new one written, readable by the owner alone.
 pub(crate) async fn dev_ingest_key(db: &Database, edge_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
     let file = edge_dir.join("ingest.key");
+    if let Ok(meta) = std::fs::metadata(&file)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            file = %file.display(),
+            mode = %format!("{:o}", meta.permissions().mode() & 0o777),
+            "the edge ingest key was readable by others; revoking it and writing a new one"
+        );
+        if let Ok(token) = std::fs::read_to_string(&file) {
+            keys::revoke_token(db, token.trim(), &Actor::Cli).await?;
+        }
+        std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+    }
     if let Ok(token) = std::fs::read_to_string(&file) {
         let token = token.trim();
         if keys::active_with_scope(db, token, Scope::IngestEvents).await? {
@@ -233,5 +249,35 @@ impl EdgeHost {
     /// Resolves when the host exits on its own.
     pub(crate) async fn exited(&mut self) -> std::io::Result<std::process::ExitStatus> {
         self.child.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_ingest_key_file_others_can_read_is_replaced_and_its_key_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::Config { data_dir: dir.path().join("data"), ..crate::Config::default() };
+        let db = Database::connect(&config).await.unwrap();
+        db.migrate().await.unwrap();
+        let edge = dir.path().join("edge");
+        let first = dev_ingest_key(&db, &edge).await.unwrap();
+        let file = edge.join("ingest.key");
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(dev_ingest_key(&db, &edge).await.unwrap(), first, "reused while private");
+
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let second = dev_ingest_key(&db, &edge).await.unwrap();
+        assert_ne!(second, first);
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(
+            !keys::active_with_scope(&db, &first, Scope::IngestEvents).await.unwrap(),
+            "the exposed key is revoked"
+        );
+        assert!(keys::active_with_scope(&db, &second, Scope::IngestEvents).await.unwrap());
     }
 }

@@ -142,6 +142,14 @@ pub(crate) async fn active_with_scope(db: &Database, token: &str, scope: Scope) 
     Ok(key.is_some_and(|key| key.is_active(now_millis()) && key.scopes.contains(&scope)))
 }
 
+/// Revokes the key `token` belongs to, if any (a secret found exposed).
+pub(crate) async fn revoke_token(db: &Database, token: &str, actor: &Actor) -> Result<(), KeyError> {
+    match find_by_token(db, token).await? {
+        Some(key) => revoke(db, &key.id, actor).await.map(drop),
+        None => Ok(()),
+    }
+}
+
 /// Creates a key with a fresh random token.
 pub async fn create(db: &Database, new: NewKey, actor: &Actor) -> Result<CreatedKey, KeyError> {
     insert(db, new, generate_token(), actor).await

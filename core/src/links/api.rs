@@ -13,7 +13,7 @@ use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 use verge_shared::links::password::PasswordHash;
 
-use super::{Link, Utm, codes, link_key, validate};
+use super::{Link, ShortUrls, Utm, codes, link_key, validate};
 use crate::audit::Actor;
 use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
 use crate::keys::{Authorized, Grants, Scope};
@@ -102,6 +102,9 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> R
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// Longest UTM value: campaign names are short, and every one is baked into each target.
+const MAX_UTM_CHARS: usize = 200;
+
 /// Validates every field of `link` (which holds the requested state) in place.
 fn check(mut link: Link, password: Option<&str>, own: &[String]) -> Result<Link, ApiError> {
     let mut errors = Vec::new();
@@ -139,12 +142,25 @@ fn check(mut link: Link, password: Option<&str>, own: &[String]) -> Result<Link,
     if link.max_clicks.is_some_and(|max| max < 1) {
         errors.push(FieldError { field: "max_clicks".into(), message: "must be at least 1".into() });
     }
+    for (name, value) in link.utm.fields() {
+        let Some(value) = value else { continue };
+        if value.is_empty() || value.chars().count() > MAX_UTM_CHARS || value.chars().any(char::is_control) {
+            errors.push(FieldError {
+                field: format!("utm.{name}"),
+                message: format!("must be 1 to {MAX_UTM_CHARS} characters, none of them control characters"),
+            });
+        }
+    }
     if link.tags.len() > 20 || link.tags.iter().any(|tag| tag.is_empty() || tag.len() > 50) {
         errors.push(FieldError { field: "tags".into(), message: "at most 20 tags of 1 to 50 characters".into() });
     }
     if let Some(password) = password {
-        if password.is_empty() || password.len() > 128 {
-            errors.push(FieldError { field: "password".into(), message: "must be 1 to 128 characters".into() });
+        let min = verge_shared::links::password::MIN_LEN;
+        if password.chars().count() < min || password.len() > 128 {
+            errors.push(FieldError {
+                field: "password".into(),
+                message: format!("must be {min} to 128 characters (128 bytes)"),
+            });
         }
         link.password_hash = Some(PasswordHash::new(password, rand::random()).encode());
     }
@@ -154,7 +170,7 @@ fn check(mut link: Link, password: Option<&str>, own: &[String]) -> Result<Link,
 
 /// The default domain and every registered one: where links live, and where they may not point.
 pub(super) async fn own_domains(state: &AppState) -> Result<Vec<String>, ApiError> {
-    let mut own = vec![state.config.links_default_domain.clone()];
+    let mut own = vec![state.config.default_link_domain().to_owned()];
     for row in sqlx::query("SELECT domain FROM link_domains").fetch_all(state.db.pool()).await? {
         own.push(row.try_get("domain")?);
     }
@@ -256,9 +272,9 @@ pub(crate) async fn create_link(
     ApiJson(new): ApiJson<NewLink>,
 ) -> Result<(StatusCode, Json<Link>), ApiError> {
     let own = own_domains(&state).await?;
-    let draft = draft(new, &own, &state.config.links_default_domain)?;
+    let draft = draft(new, &own, state.config.default_link_domain())?;
     let mut tx = state.db.begin_write().await?;
-    let link = store(&mut tx, &principal.actor(), draft, &mut None).await?;
+    let link = store(&mut tx, &principal.actor(), draft, &mut None, &ShortUrls::of(&state.config)).await?;
     tx.commit().await?;
     state.publisher.wake();
     Ok((StatusCode::CREATED, Json(link)))
@@ -338,6 +354,7 @@ pub(super) async fn store(
     actor: &Actor,
     draft: Draft,
     code_key_cache: &mut Option<Vec<u8>>,
+    urls: &ShortUrls,
 ) -> Result<Link, ApiError> {
     let Draft { mut link, alias } = draft;
     link.code = match alias {
@@ -368,17 +385,17 @@ pub(super) async fn store(
             }
         }
     };
-    link.short_url = format!("https://{}/{}", link.domain, link.code);
+    link.short_url = urls.url(&link.domain, &link.code);
     insert(tx, &link).await?;
     crate::audit::record(tx, actor, "link.create", "link", &link.id, None, Some(&link)).await?;
     enqueue(tx, &link_key(&link.domain, &link.code)).await?;
     Ok(link)
 }
 
-pub(super) async fn load(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Link, ApiError> {
+pub(super) async fn load(conn: &mut sqlx::AnyConnection, id: &str, urls: &ShortUrls) -> Result<Link, ApiError> {
     let row = sqlx::query("SELECT * FROM links WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
     match row {
-        Some(row) => Ok(Link::from_row(&row)?),
+        Some(row) => Ok(Link::from_row(&row, urls)?),
         None => Err(ApiError::not_found(format!("no link `{id}`"))),
     }
 }
@@ -401,7 +418,7 @@ pub(crate) async fn get_link(
     Path(id): Path<String>,
 ) -> Result<Json<Link>, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
-    Ok(Json(load(&mut conn, &id).await?))
+    Ok(Json(load(&mut conn, &id, &ShortUrls::of(&state.config)).await?))
 }
 
 /// Keys that may read links: readers and link writers.
@@ -446,7 +463,8 @@ pub(crate) async fn list_links(
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Link>>, ApiError> {
     let cursor = Cursor::from_params(&page)?;
-    let links = filtered(state.db.pool(), &filter, cursor.after(), cursor.fetch_limit()).await?;
+    let urls = ShortUrls::of(&state.config);
+    let links = filtered(state.db.pool(), &filter, cursor.after(), cursor.fetch_limit(), &urls).await?;
     Ok(Json(cursor.page(links, |link| link.id.clone())))
 }
 
@@ -456,6 +474,7 @@ pub(super) async fn filtered(
     filter: &LinkFilter,
     after: &str,
     limit: i64,
+    urls: &ShortUrls,
 ) -> Result<Vec<Link>, sqlx::Error> {
     enum Bind {
         Text(String),
@@ -500,7 +519,7 @@ pub(super) async fn filtered(
             Bind::Time(millis) => query.bind(millis),
         };
     }
-    query.fetch_all(pool).await?.iter().map(Link::from_row).collect()
+    query.fetch_all(pool).await?.iter().map(|row| Link::from_row(row, urls)).collect()
 }
 
 /// Change a link; the edge serves the new version after the next publish.
@@ -526,7 +545,7 @@ pub(crate) async fn update_link(
     let own = own_domains(&state).await?;
     let actor = principal.actor();
     let mut tx = state.db.begin_write().await?;
-    let before = load(&mut tx, &id).await?;
+    let before = load(&mut tx, &id, &ShortUrls::of(&state.config)).await?;
     let mut link = before.clone();
     if let Some(url) = changes.url {
         link.url = url;
@@ -586,7 +605,7 @@ pub(crate) async fn delete_link(
 ) -> Result<StatusCode, ApiError> {
     let actor = principal.actor();
     let mut tx = state.db.begin_write().await?;
-    let before = load(&mut tx, &id).await?;
+    let before = load(&mut tx, &id, &ShortUrls::of(&state.config)).await?;
     sqlx::query("DELETE FROM links WHERE id = $1").bind(&id).execute(&mut *tx).await?;
     crate::audit::record(&mut tx, &actor, "link.delete", "link", &id, Some(&before), None).await?;
     enqueue(&mut tx, &link_key(&before.domain, &before.code)).await?;

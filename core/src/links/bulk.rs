@@ -68,7 +68,8 @@ pub(crate) async fn create_links(
         }]));
     }
     let own = own_domains(&state).await?;
-    let default_domain = &state.config.links_default_domain;
+    let urls = super::ShortUrls::of(&state.config);
+    let default_domain = state.config.default_link_domain();
     let drafts: Vec<_> = bulk
         .links
         .into_iter()
@@ -86,7 +87,7 @@ pub(crate) async fn create_links(
     let mut tx = state.db.begin_write().await?;
     for (index, draft) in drafts.into_iter().enumerate() {
         let stored = match draft {
-            Ok(draft) => store(&mut tx, &actor, draft, &mut code_key).await,
+            Ok(draft) => store(&mut tx, &actor, draft, &mut code_key, &urls).await,
             Err(err) => Err(err),
         };
         results.push(match stored {

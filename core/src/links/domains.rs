@@ -137,7 +137,7 @@ pub(crate) async fn list_domains(
     _: Authorized<LinkReaders>,
 ) -> Result<Json<DomainList>, ApiError> {
     let default = LinkDomain {
-        domain: state.config.links_default_domain.clone(),
+        domain: state.config.default_link_domain().to_owned(),
         not_found_url: None,
         default: true,
         created_at: None,
@@ -235,23 +235,6 @@ pub(crate) async fn delete_domain(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_not_found_url_may_not_point_at_our_domains() {
-        let own = vec!["go.example.com".to_owned()];
-        assert!(checked_not_found_url(Some("https://go.example.com/x".into()), &own).is_err());
-        assert!(checked_not_found_url(Some("javascript:alert(1)".into()), &own).is_err());
-        assert_eq!(
-            checked_not_found_url(Some("https://Example.com/404".into()), &own).unwrap().as_deref(),
-            Some("https://example.com/404")
-        );
-        assert_eq!(checked_not_found_url(None, &own).unwrap(), None);
-    }
-}
-
 /// How many links (by any of their targets) and domains (by their not-found URL) point at
 /// `domain`.
 async fn targets_at(state: &AppState, domain: &str) -> Result<(i64, i64), ApiError> {
@@ -287,4 +270,21 @@ async fn targets_at(state: &AppState, domain: &str) -> Result<(i64, i64), ApiErr
         *count = query.fetch_one(state.db.pool()).await?.try_get("n")?;
     }
     Ok((counts[0], counts[1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_not_found_url_may_not_point_at_our_domains() {
+        let own = vec!["go.example.com".to_owned()];
+        assert!(checked_not_found_url(Some("https://go.example.com/x".into()), &own).is_err());
+        assert!(checked_not_found_url(Some("javascript:alert(1)".into()), &own).is_err());
+        assert_eq!(
+            checked_not_found_url(Some("https://Example.com/404".into()), &own).unwrap().as_deref(),
+            Some("https://example.com/404")
+        );
+        assert_eq!(checked_not_found_url(None, &own).unwrap(), None);
+    }
 }

@@ -80,7 +80,8 @@ pub(crate) async fn export_links(
         let filter = filter.clone();
         async move {
             let Some(after) = after else { return Ok(None) };
-            let links = filtered(state.db.pool(), &filter, &after, PAGE).await?;
+            let urls = super::ShortUrls::of(&state.config);
+            let links = filtered(state.db.pool(), &filter, &after, PAGE, &urls).await?;
             let mut out = String::new();
             for link in &links {
                 link_record(&mut out, link);

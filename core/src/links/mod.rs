@@ -45,6 +45,17 @@ pub(crate) struct Utm {
 }
 
 impl Utm {
+    /// Each parameter by its name in the API.
+    pub(crate) fn fields(&self) -> [(&'static str, &Option<String>); 5] {
+        [
+            ("source", &self.source),
+            ("medium", &self.medium),
+            ("campaign", &self.campaign),
+            ("term", &self.term),
+            ("content", &self.content),
+        ]
+    }
+
     /// `url` with these parameters set (replacing any of the same name).
     fn apply(&self, url: &str) -> String {
         let pairs = [
@@ -117,8 +128,33 @@ pub(crate) struct Link {
     pub(crate) password_hash: Option<String>,
 }
 
+/// Where short links are reached: `https://<domain>/<code>`, except that links on the
+/// default domain use the configured base when there is one (`verge dev` sets its edge's
+/// URL, `http://127.0.0.1:8081`, so the `short_url` a new user is shown works as printed).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ShortUrls {
+    default_domain: String,
+    base: Option<String>,
+}
+
+impl ShortUrls {
+    pub(crate) fn of(config: &crate::Config) -> ShortUrls {
+        ShortUrls {
+            default_domain: config.default_link_domain().to_owned(),
+            base: config.links_short_url_base.as_ref().map(|base| base.trim_end_matches('/').to_owned()),
+        }
+    }
+
+    pub(crate) fn url(&self, domain: &str, code: &str) -> String {
+        match &self.base {
+            Some(base) if domain == self.default_domain => format!("{base}/{code}"),
+            _ => format!("https://{domain}/{code}"),
+        }
+    }
+}
+
 impl Link {
-    fn from_row(row: &AnyRow) -> Result<Link, sqlx::Error> {
+    fn from_row(row: &AnyRow, urls: &ShortUrls) -> Result<Link, sqlx::Error> {
         let json = |name: &str| -> Result<String, sqlx::Error> { row.try_get(name) };
         fn decode<T: serde::de::DeserializeOwned>(name: &str, text: String) -> Result<T, sqlx::Error> {
             serde_json::from_str(&text).map_err(|err| sqlx::Error::Decode(format!("links.{name}: {err}").into()))
@@ -128,7 +164,7 @@ impl Link {
         let password_hash: Option<String> = row.try_get("password_hash")?;
         Ok(Link {
             id: row.try_get("id")?,
-            short_url: format!("https://{domain}/{code}"),
+            short_url: urls.url(&domain, &code),
             domain,
             code,
             url: row.try_get("url")?,
@@ -220,7 +256,7 @@ impl DatasetSource for LinksSource {
                     .bind(code)
                     .fetch_optional(db.pool())
                     .await?
-                    .map(|row| Link::from_row(&row).map(|link| link.record().encode()))
+                    .map(|row| Link::from_row(&row, &ShortUrls::default()).map(|link| link.record().encode()))
                     .transpose()?,
                 None => sqlx::query("SELECT not_found_url FROM link_domains WHERE domain = $1")
                     .bind(rest)
@@ -244,7 +280,7 @@ impl DatasetSource for LinksSource {
             ));
         }
         for row in sqlx::query("SELECT * FROM links").fetch_all(db.pool()).await? {
-            let link = Link::from_row(&row)?;
+            let link = Link::from_row(&row, &ShortUrls::default())?;
             all.push((link_key(&link.domain, &link.code), link.record().encode()));
         }
         Ok(all)

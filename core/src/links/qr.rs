@@ -61,7 +61,7 @@ pub(crate) async fn link_qr(
         }]));
     }
     let mut conn = state.db.pool().acquire().await?;
-    let link = super::api::load(&mut conn, &id).await?;
+    let link = super::api::load(&mut conn, &id, &super::ShortUrls::of(&state.config)).await?;
     let code = QrCode::with_error_correction_level(link.short_url.as_bytes(), EcLevel::M)
         .map_err(|err| ApiError::internal(format!("QR for {}: {err}", link.short_url)))?;
     let (content_type, body) = match params.format.unwrap_or_default() {
