@@ -85,10 +85,18 @@ enum EdgeCommand {
     /// The store is a directory holding kv.db (as `verge publish --target local` writes
     /// it) or the file itself. To report events, pass --core-url and set
     /// VERGE_EDGE_INGEST_KEY to a key with the events:ingest scope.
+    ///
+    /// With --native it runs the same edge application compiled natively instead of the
+    /// wasm component, and it may read Redis (VERGE_EDGE_REDIS_URL, where the core
+    /// publishes when it has that setting) instead of a store: a fleet of nodes then
+    /// follows one core.
     Serve {
         /// The edge store directory (or kv.db file).
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "native")]
+        store: Option<PathBuf>,
+        /// Serve natively (verge-edge-native) rather than under wasmtime.
+        #[arg(long)]
+        native: bool,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
@@ -109,6 +117,9 @@ struct DevArgs {
     /// Run the core only, without the local edge host.
     #[arg(long)]
     no_edge: bool,
+    /// Run the edge natively (verge-edge-native) instead of the wasm component.
+    #[arg(long, conflicts_with = "no_edge")]
+    native: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,8 +164,8 @@ pub fn run() -> ExitCode {
                         Command::Keys(command) => keys_command(config, command).await,
                         Command::Flags(command) => crate::flags::cli::run(config, command).await,
                         Command::Publish { target, out } => publish_snapshot(config, target, out).await,
-                        Command::Edge(EdgeCommand::Serve { store, listen, core_url }) => {
-                            edge_serve(store, listen, core_url).await
+                        Command::Edge(EdgeCommand::Serve { store, native, listen, core_url }) => {
+                            edge_serve(store, native, listen, core_url).await
                         }
                     }
                 })
@@ -254,7 +265,11 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     }
     // Built (when stale) before the core is announced: a first build takes minutes, and a
     // core already printed as running would leave requests waiting all that time.
-    let edge_artifacts = if args.no_edge { None } else { Some(edge::artifacts().await?) };
+    let edge_program = match (args.no_edge, args.native) {
+        (true, _) => None,
+        (false, true) => Some(edge::EdgeProgram::Native(edge::native_binary().await?)),
+        (false, false) => Some(edge::EdgeProgram::Wasm(edge::artifacts().await?)),
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -280,19 +295,19 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         Bootstrap::FromConfig => println!("  admin key    the one in VERGE_ADMIN_KEY"),
         Bootstrap::Existing => println!("  admin key    keys already exist; `verge keys create` makes another"),
     }
-    let mut edge_host = match (&config.edge_store, &edge_artifacts) {
-        (Some(store), Some(artifacts)) => {
+    let mut edge_host = match (&config.edge_store, &edge_program) {
+        (Some(store), Some(program)) => {
             let edge_dir = store.parent().unwrap_or(&config.data_dir).to_owned();
             let ingest_key = edge::dev_ingest_key(&app.state.db, &edge_dir).await?;
             let host = edge::EdgeHost::start(edge::HostOptions {
-                artifacts,
-                store,
+                program,
+                store: Some(store),
                 listen: edge_listen,
                 core_url: Some(&url),
                 ingest_key: Some(&ingest_key),
             })
             .await?;
-            println!("  edge         {}/__verge/health  (component {})", host.url, artifacts.component.display());
+            println!("  edge         {}/__verge/health  ({})", host.url, program.describe());
             println!("  short links  {}/<code>  (links on `{}`)", host.url, config.default_link_domain());
             Some(host)
         }
@@ -328,28 +343,42 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     served
 }
 
-async fn edge_serve(store: PathBuf, listen: SocketAddr, core_url: Option<String>) -> anyhow::Result<()> {
-    let artifacts = edge::artifacts().await?;
-    let store_file = if store.is_dir() { store.join("kv.db") } else { store.clone() };
-    if !store_file.exists() {
-        anyhow::bail!(
+async fn edge_serve(
+    store: Option<PathBuf>,
+    native: bool,
+    listen: SocketAddr,
+    core_url: Option<String>,
+) -> anyhow::Result<()> {
+    let program = if native {
+        edge::EdgeProgram::Native(edge::native_binary().await?)
+    } else {
+        edge::EdgeProgram::Wasm(edge::artifacts().await?)
+    };
+    let store_file = store.map(|store| if store.is_dir() { store.join("kv.db") } else { store });
+    match &store_file {
+        Some(file) if !file.exists() => anyhow::bail!(
             "no edge store at {}: publish one first (`verge publish --target local --out DIR`)",
-            store_file.display()
-        );
+            file.display()
+        ),
+        None if std::env::var_os("VERGE_EDGE_REDIS_URL").is_none() => {
+            anyhow::bail!("give --store DIR, or set VERGE_EDGE_REDIS_URL for a native node reading Redis")
+        }
+        _ => {}
     }
+    let source = store_file.as_ref().map_or_else(|| "Redis".to_owned(), |file| file.display().to_string());
     let ingest_key = std::env::var("VERGE_EDGE_INGEST_KEY").ok();
     if core_url.is_some() != ingest_key.is_some() {
         tracing::warn!("events are reported only with both --core-url and VERGE_EDGE_INGEST_KEY set");
     }
     let mut host = edge::EdgeHost::start(edge::HostOptions {
-        artifacts: &artifacts,
-        store: &store_file,
+        program: &program,
+        store: store_file.as_deref(),
         listen,
         core_url: core_url.as_deref(),
         ingest_key: ingest_key.as_deref(),
     })
     .await?;
-    println!("edge serving {}/__verge/health from {}", host.url, store_file.display());
+    println!("edge serving {}/__verge/health from {source}", host.url);
     tokio::select! {
         status = host.exited() => anyhow::bail!("the edge host exited: {}", status?),
         () = server::shutdown_signal() => {

@@ -43,6 +43,11 @@ pub struct Config {
     /// A local edge store (SQLite file, Spin's schema) the core publishes into, for edge
     /// hosts on this machine; `verge dev` uses `<data_dir>/edge/kv.db`.
     pub edge_store: Option<PathBuf>,
+    /// Redis to publish edge configuration into, for native edge nodes reading it
+    /// (`verge edge serve --native`); besides `edge_store`, not instead.
+    pub edge_redis_url: Option<SecretString>,
+    /// Prefix of every edge key in that Redis.
+    pub edge_redis_prefix: String,
     /// The domain short links get when none is named; the edge serves them on this host.
     /// Unset: `localhost` (`verge dev`: `127.0.0.1`, the host its edge URL names).
     pub links_default_domain: Option<String>,
@@ -81,6 +86,8 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             log_format: LogFormat::Text,
             edge_store: None,
+            edge_redis_url: None,
+            edge_redis_prefix: "verge-edge:".to_owned(),
             links_default_domain: None,
             links_short_url_base: None,
             ingest_events_per_minute: 1_200_000,

@@ -71,6 +71,10 @@ impl App {
         if let Some(path) = &config.edge_store {
             stores.push(Arc::new(LocalEdgeStore::open(path).await?));
         }
+        if let Some(url) = &config.edge_redis_url {
+            let url = secrecy::ExposeSecret::expose_secret(url);
+            stores.push(Arc::new(publish::RedisEdgeStore::connect(url, &config.edge_redis_prefix).await?));
+        }
         let publisher = Publisher::new(db.clone(), publish::sources(), stores);
         Ok(App::from_parts(config, db, cache, publisher))
     }

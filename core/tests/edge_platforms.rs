@@ -1,7 +1,7 @@
 //! The same edge application on every platform: one `verge publish` state, loaded with each
-//! platform's own tooling, makes the local wasmtime host, Cloudflare's `wrangler dev
-//! --local` (workerd) and Fastly's `viceroy` answer exactly alike, and each reports its
-//! events back to the core.
+//! platform's own tooling, makes the local wasmtime host, the native edge node,
+//! Cloudflare's `wrangler dev --local` (workerd) and Fastly's `viceroy` answer exactly
+//! alike, and each reports its events back to the core.
 //!
 //! Needs `wrangler` and `viceroy` on PATH and the platform builds that `scripts/test` makes
 //! first (deploy/cloudflare/build via worker-build, the wasm32-wasip1 Fastly binary). A
@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use common::fresh_config;
 use common::process::{
-    Reply, Running, free_port, http, serve_edge, start_core_for_edges, verge, wait_for_events, wait_for_http,
-    workspace_root,
+    Reply, Running, free_port, http, serve_edge, serve_native, start_core_for_edges, verge, wait_for_events,
+    wait_for_http, workspace_root,
 };
 
 fn require(tool: &str) -> PathBuf {
@@ -69,9 +69,10 @@ fn create_links(core: &common::process::CoreForEdges) -> Vec<(String, String)> {
         {"url": "https://example.com/l", "alias": "from-local"},
         {"url": "https://example.com/c", "alias": "from-cloudflare"},
         {"url": "https://example.com/f", "alias": "from-fastly"},
+        {"url": "https://example.com/n", "alias": "from-native"},
     ]});
     let (status, created) = core.call("POST", "/v1/links/bulk", &links);
-    assert_eq!((status, &created["created"]), (200, &serde_json::json!(7)), "{created}");
+    assert_eq!((status, &created["created"]), (200, &serde_json::json!(8)), "{created}");
     created["results"]
         .as_array()
         .unwrap()
@@ -107,6 +108,8 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
 
     // The local host, as a self-hosted PoP.
     let (_local, local_url) = serve_edge(&config, work, &work.join("local"), &core, &[]);
+    // The native node, over the same local publish.
+    let (_native, native_url) = serve_native(&config, work, Some(&work.join("local")), &core, &[]);
 
     // Cloudflare: the bulk files go into wrangler's local KV with `wrangler kv bulk put`,
     // data first and manifest last, then `wrangler dev --local` serves the built worker.
@@ -196,10 +199,11 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
 
     let platforms = [
         ("local", local_url.clone()),
+        ("native", native_url.clone()),
         ("cloudflare", format!("http://127.0.0.1:{cf_port}")),
         ("fastly", format!("http://127.0.0.1:{fastly_port}")),
     ];
-    for (_, url) in &platforms[1..] {
+    for (_, url) in &platforms[2..] {
         wait_for_http(url, "/__verge/health", Duration::from_secs(120));
     }
 

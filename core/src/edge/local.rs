@@ -1,11 +1,12 @@
 //! Running the local edge next to the core: `verge dev` and `verge edge serve`.
 //!
-//! The edge is a separate program, `verge-edge-host` (deploy/local), running the Spin
-//! component `verge_edge.wasm`. It is a child process rather than a library so that the
-//! core never links wasmtime (a heavy build) and a misbehaving guest cannot take the core
-//! down. Inside a source checkout both artifacts are built with cargo when missing or
-//! older than their sources, and we say so; elsewhere `VERGE_EDGE_COMPONENT` and
-//! `VERGE_EDGE_HOST` name prebuilt ones.
+//! The edge is a separate program: `verge-edge-host` (deploy/local), running the Spin
+//! component `verge_edge.wasm`, or with `--native` `verge-edge-native` (deploy/native), the
+//! same edge application compiled natively. It is a child process rather than a library so
+//! that the core never links wasmtime (a heavy build) nor the edge application, and a
+//! misbehaving edge cannot take the core down. Inside a source checkout the artifacts are
+//! built with cargo when missing or older than their sources, and we say so; elsewhere
+//! `VERGE_EDGE_COMPONENT` and `VERGE_EDGE_HOST` (or `VERGE_EDGE_NATIVE`) name prebuilt ones.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,52 @@ use crate::keys::{self, NewKey, Scope};
 pub(crate) struct EdgeArtifacts {
     pub(crate) component: PathBuf,
     pub(crate) host: PathBuf,
+}
+
+/// What serves the edge: the wasm component under the local host, or the native node.
+#[derive(Debug, Clone)]
+pub(crate) enum EdgeProgram {
+    Wasm(EdgeArtifacts),
+    Native(PathBuf),
+}
+
+impl EdgeProgram {
+    fn binary(&self) -> &Path {
+        match self {
+            EdgeProgram::Wasm(artifacts) => &artifacts.host,
+            EdgeProgram::Native(binary) => binary,
+        }
+    }
+
+    /// What `verge dev` prints about it.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            EdgeProgram::Wasm(artifacts) => format!("component {}", artifacts.component.display()),
+            EdgeProgram::Native(binary) => format!("native, {}", binary.display()),
+        }
+    }
+}
+
+/// The build profile this binary was built in: the edge is built in the same one (a debug
+/// `verge` in tests, release for `cargo run --release`).
+const PROFILE: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
+
+/// Finds the native edge node, building it in a checkout when missing or stale.
+pub(crate) async fn native_binary() -> anyhow::Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("VERGE_EDGE_NATIVE") {
+        return Ok(binary.into());
+    }
+    let Some(root) = workspace_root() else {
+        bail!("no native edge: this `verge` was not run from a source checkout; set VERGE_EDGE_NATIVE");
+    };
+    let binary = target_dir(&root).join(PROFILE).join("verge-edge-native");
+    let mut args = vec!["build", "-p", "verge-native"];
+    if PROFILE == "release" {
+        args.push("--release");
+    }
+    let inputs = ["deploy/native", "deploy/kv-store", "edge", "shared-wasm", "Cargo.lock"].map(|p| root.join(p));
+    build_if_stale(&root, "native edge", &binary, &inputs, &args).await?;
+    Ok(binary)
 }
 
 /// The workspace this binary was built from, if it is still there.
@@ -50,12 +97,9 @@ pub(crate) async fn artifacts() -> anyhow::Result<EdgeArtifacts> {
         );
     };
     let target = target_dir(&root);
-    // The host is built in the profile this binary was built in: a debug `verge` in tests,
-    // release for `cargo run --release`.
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     let artifacts = EdgeArtifacts {
         component: target.join("wasm32-wasip2/wasm-release/verge_edge.wasm"),
-        host: target.join(profile).join("verge-edge-host"),
+        host: target.join(PROFILE).join("verge-edge-host"),
     };
     let component_inputs = [root.join("edge"), root.join("shared-wasm"), root.join("Cargo.lock")];
     build_if_stale(
@@ -67,14 +111,14 @@ pub(crate) async fn artifacts() -> anyhow::Result<EdgeArtifacts> {
     )
     .await?;
     let mut host_args = vec!["build", "-p", "verge-local"];
-    if profile == "release" {
+    if PROFILE == "release" {
         host_args.push("--release");
     }
     build_if_stale(
         &root,
         "edge host",
         &artifacts.host,
-        &[root.join("deploy/local"), root.join("Cargo.lock")],
+        &[root.join("deploy/local"), root.join("deploy/kv-store"), root.join("Cargo.lock")],
         &host_args,
     )
     .await?;
@@ -180,8 +224,9 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
 /// How to run the host.
 #[derive(Debug)]
 pub(crate) struct HostOptions<'a> {
-    pub(crate) artifacts: &'a EdgeArtifacts,
-    pub(crate) store: &'a Path,
+    pub(crate) program: &'a EdgeProgram,
+    /// The local edge store; `None` for a native node reading Redis (VERGE_EDGE_REDIS_URL).
+    pub(crate) store: Option<&'a Path>,
     pub(crate) listen: std::net::SocketAddr,
     pub(crate) core_url: Option<&'a str>,
     /// Passed through the environment, never the command line.
@@ -198,12 +243,14 @@ pub(crate) struct EdgeHost {
 impl EdgeHost {
     /// Starts the host and waits until it listens.
     pub(crate) async fn start(options: HostOptions<'_>) -> anyhow::Result<EdgeHost> {
-        let mut command = Command::new(&options.artifacts.host);
+        let mut command = Command::new(options.program.binary());
+        if let EdgeProgram::Wasm(artifacts) = options.program {
+            command.arg("--component").arg(&artifacts.component);
+        }
+        if let Some(store) = options.store {
+            command.arg("--store").arg(store);
+        }
         command
-            .arg("--component")
-            .arg(&options.artifacts.component)
-            .arg("--store")
-            .arg(options.store)
             .arg("--listen")
             .arg(options.listen.to_string())
             .stdin(Stdio::null())
@@ -216,7 +263,7 @@ impl EdgeHost {
             Some(key) => command.env("VERGE_EDGE_INGEST_KEY", key),
             None => command.env_remove("VERGE_EDGE_INGEST_KEY"),
         };
-        let mut child = command.spawn().with_context(|| format!("starting {}", options.artifacts.host.display()))?;
+        let mut child = command.spawn().with_context(|| format!("starting {}", options.program.binary().display()))?;
         let stdout = child.stdout.take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
         // Compiling the component takes a few seconds in a debug build.

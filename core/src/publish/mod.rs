@@ -13,6 +13,7 @@
 //! publish compares every key with the store and writes only the differences.
 
 mod full;
+pub mod redis_store;
 pub mod snapshot;
 pub mod store;
 
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 use verge_shared::kv;
 
 pub use self::full::{Progress, publish_to};
+pub use self::redis_store::RedisEdgeStore;
 pub use self::store::{EdgeStore, LocalEdgeStore, StoreError};
 use crate::db::{Database, Dialect};
 use crate::time::now_millis;

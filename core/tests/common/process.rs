@@ -232,8 +232,13 @@ impl CoreForEdges {
 }
 
 pub fn start_core_for_edges(config: &Config, work: &Path) -> CoreForEdges {
+    start_core_for_edges_with(config, work, &[])
+}
+
+/// [`start_core_for_edges`] with extra environment for the core.
+pub fn start_core_for_edges_with(config: &Config, work: &Path, env: &[(&str, &str)]) -> CoreForEdges {
     let mut command = verge(config, work);
-    command.args(["dev", "--no-edge", "--port", "0"]);
+    command.args(["dev", "--no-edge", "--port", "0"]).envs(env.iter().copied());
     // Edges under test are reached as 127.0.0.1: that is where short links live.
     command.env("VERGE_LINKS_DEFAULT_DOMAIN", "127.0.0.1");
     let (process, lines) = start_until(command, |line| line.starts_with("Press Ctrl-C"));
@@ -261,10 +266,36 @@ pub fn serve_edge(
     core: &CoreForEdges,
     env: &[(&str, &str)],
 ) -> (Running, String) {
+    serve_edge_with(config, work, &["--store", store.to_str().unwrap()], core, env)
+}
+
+/// Starts `verge edge serve --native`, over `store` or (without one) the Redis that
+/// VERGE_EDGE_REDIS_URL in `env` names.
+pub fn serve_native(
+    config: &Config,
+    work: &Path,
+    store: Option<&Path>,
+    core: &CoreForEdges,
+    env: &[(&str, &str)],
+) -> (Running, String) {
+    let mut args = vec!["--native"];
+    if let Some(store) = store {
+        args.extend(["--store", store.to_str().unwrap()]);
+    }
+    serve_edge_with(config, work, &args, core, env)
+}
+
+fn serve_edge_with(
+    config: &Config,
+    work: &Path,
+    args: &[&str],
+    core: &CoreForEdges,
+    env: &[(&str, &str)],
+) -> (Running, String) {
     let mut command = verge(config, work);
     command
-        .args(["edge", "serve", "--listen", "127.0.0.1:0", "--core-url", &core.url, "--store"])
-        .arg(store)
+        .args(["edge", "serve", "--listen", "127.0.0.1:0", "--core-url", &core.url])
+        .args(args)
         .env("VERGE_EDGE_INGEST_KEY", &core.ingest_key)
         .envs(env.iter().copied());
     let (process, lines) = start_until(command, |line| line.starts_with("edge serving"));

@@ -1,0 +1,109 @@
+//! The native edge node (`verge edge serve --native`): the same edge application compiled
+//! natively. Over Redis, a fleet of nodes follows one core, each change visible on every
+//! node within a second; a clean stop loses no event. (Its answers are compared with every
+//! other platform's in `edge_platforms`.)
+//!
+//! Redis comes from VERGE_TEST_REDIS_URL when the run has one, else the test starts a
+//! `redis-server` of its own on loopback (scripts/test installs it); it is never skipped.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fresh_config;
+use common::process::{Running, free_port, http, serve_native, start_core_for_edges, start_core_for_edges_with, verge};
+
+/// A Redis URL for this test, and the server when the test had to start one.
+fn redis() -> (String, Option<Running>) {
+    if let Ok(url) = std::env::var("VERGE_TEST_REDIS_URL") {
+        return (url, None);
+    }
+    let port = free_port();
+    let server = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("`redis-server` is needed (scripts/test installs it): {err}"));
+    let url = format!("redis://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (url, Some(Running(server)))
+}
+
+fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_of_native_nodes_follows_one_core_through_redis() {
+    let (config, dir) = fresh_config().await;
+    let work = dir.path();
+    let (redis_url, _redis) = redis();
+    let prefix = format!("edge-test-{}:", uuid::Uuid::new_v4().simple());
+    let env = [("VERGE_EDGE_REDIS_URL", redis_url.as_str()), ("VERGE_EDGE_REDIS_PREFIX", prefix.as_str())];
+    let core = start_core_for_edges_with(&config, work, &env);
+    let (_one, one) = serve_native(&config, work, None, &core, &env);
+    let (_two, two) = serve_native(&config, work, None, &core, &env);
+
+    // The core's start-up publish is in Redis: both nodes see its snapshot.
+    for node in [&one, &two] {
+        until("the first snapshot", Duration::from_secs(5), || {
+            http(node, "GET", "/__verge/health", &[], "").body.contains("\"snapshot\":1")
+        });
+    }
+    let (status, link) =
+        core.call("POST", "/v1/links", &serde_json::json!({"url": "https://example.com/a", "alias": "fleet"}));
+    assert_eq!(status, 201, "{link}");
+    let id = link["id"].as_str().unwrap();
+    let changed = Instant::now();
+    for node in [&one, &two] {
+        until("the new link on every node", Duration::from_secs(1), || {
+            http(node, "GET", "/fleet", &[], "").header("location") == Some("https://example.com/a")
+        });
+    }
+    core.call("PATCH", &format!("/v1/links/{id}"), &serde_json::json!({"url": "https://example.com/b"}));
+    for node in [&one, &two] {
+        until("the changed target on every node", Duration::from_secs(1), || {
+            http(node, "GET", "/fleet", &[], "").header("location") == Some("https://example.com/b")
+        });
+    }
+    core.call("DELETE", &format!("/v1/links/{id}"), &serde_json::Value::Null);
+    for node in [&one, &two] {
+        until("the deletion on every node", Duration::from_secs(1), || {
+            http(node, "GET", "/fleet", &[], "").status == 404
+        });
+    }
+    assert!(changed.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_clean_stop_sends_every_event_first() {
+    let (config, dir) = fresh_config().await;
+    let work = dir.path();
+    let core = start_core_for_edges(&config, work);
+    let store = work.join("store");
+    let published = verge(&config, work).args(["publish", "--target", "local", "--out"]).arg(&store).output().unwrap();
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let (mut node, url) = serve_native(&config, work, Some(&store), &core, &[]);
+    const REQUESTS: usize = 500;
+    for i in 0..REQUESTS {
+        assert_eq!(http(&url, "GET", &format!("/stop/{i}"), &[], "").status, 404);
+    }
+    // Stopped at once: whatever is still queued must go out before the process ends.
+    let exit = node.terminate();
+    assert!(exit.success(), "exit status {exit}");
+    let events = common::process::wait_for_events(&config, work, "edge.not_found", Duration::from_secs(10), |data| {
+        data.len() >= REQUESTS
+    })
+    .await;
+    let reported = events.iter().filter(|data| data.contains("/stop/")).count();
+    assert_eq!(reported, REQUESTS, "every request's event, once");
+}

@@ -1,0 +1,122 @@
+//! Where the native node reads edge KV: the local edge store, or Redis as the replicated
+//! KV a fleet of nodes shares.
+//!
+//! The local store is `verge_kv_store` (the very reader the wasm host uses). Redis holds
+//! the same keys under a prefix, written by the core's publisher, which bumps a change
+//! counter after every write; each node polls that counter every few milliseconds and
+//! forgets its cached reads when it moves, so a publish is visible at once on every node
+//! and a hot key costs no round trip per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use verge_edge::HostError;
+use verge_kv_store::EdgeStore;
+
+/// The key, under the prefix, the core's publisher increments after each write.
+pub(crate) const CHANGES_KEY: &str = "__changes";
+/// How often a node looks at the change counter.
+const WATCH_INTERVAL: Duration = Duration::from_millis(5);
+/// Entries the read cache holds before it starts over.
+const CACHE_ENTRIES: usize = 16_384;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Kv {
+    Local(Arc<EdgeStore>),
+    Redis(Arc<RedisKv>),
+}
+
+impl Kv {
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        match self {
+            Kv::Local(store) => store.get(key).map_err(|err| HostError(err.to_string())),
+            Kv::Redis(redis) => redis.get(key).await,
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Kv::Local(_) => "local edge store".into(),
+            Kv::Redis(redis) => format!("redis (prefix `{}`)", redis.prefix),
+        }
+    }
+}
+
+pub(crate) struct RedisKv {
+    conn: ConnectionManager,
+    prefix: String,
+    cache: RwLock<Cache>,
+}
+
+impl std::fmt::Debug for RedisKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisKv").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    /// Bumped on every change, so a read that started before one is not cached after it.
+    generation: u64,
+    entries: HashMap<String, Option<Arc<[u8]>>>,
+}
+
+impl RedisKv {
+    /// Connects, and starts the watcher that empties the cache when the core publishes.
+    pub(crate) async fn connect(url: &str, prefix: &str) -> Result<Arc<RedisKv>, redis::RedisError> {
+        let conn = ConnectionManager::new(redis::Client::open(url)?).await?;
+        let kv = Arc::new(RedisKv { conn, prefix: prefix.to_owned(), cache: RwLock::default() });
+        let weak = Arc::downgrade(&kv);
+        tokio::spawn(async move {
+            let mut seen: Option<i64> = None;
+            while let Some(kv) = weak.upgrade() {
+                let mut conn = kv.conn.clone();
+                let now: Result<Option<i64>, _> = conn.get(format!("{}{CHANGES_KEY}", kv.prefix)).await;
+                match now {
+                    Ok(now) if now != seen => {
+                        kv.forget_cached();
+                        seen = now;
+                    }
+                    Ok(_) => {}
+                    // Unreachable for now: serve nothing stale for longer than an outage.
+                    Err(_) => kv.forget_cached(),
+                }
+                drop(kv);
+                tokio::time::sleep(WATCH_INTERVAL).await;
+            }
+        });
+        Ok(kv)
+    }
+
+    fn forget_cached(&self) {
+        let mut cache = self.cache.write().expect("cache lock");
+        cache.generation += 1;
+        cache.entries.clear();
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let generation = {
+            let cache = self.cache.read().expect("cache lock");
+            if let Some(cached) = cache.entries.get(key) {
+                return Ok(cached.as_deref().map(<[u8]>::to_vec));
+            }
+            cache.generation
+        };
+        let mut conn = self.conn.clone();
+        let value: Option<Vec<u8>> = conn
+            .get(format!("{}{key}", self.prefix))
+            .await
+            .map_err(|err| HostError(format!("redis get `{key}`: {err}")))?;
+        let mut cache = self.cache.write().expect("cache lock");
+        if cache.generation == generation {
+            if cache.entries.len() >= CACHE_ENTRIES {
+                cache.entries.clear();
+            }
+            cache.entries.insert(key.to_owned(), value.as_deref().map(Arc::from));
+        }
+        Ok(value)
+    }
+}
