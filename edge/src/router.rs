@@ -258,4 +258,68 @@ mod tests {
         let id = event["id"].as_str().unwrap();
         assert_eq!(verge_shared::ids::parse_id("evt", id).unwrap(), 1_800_000_000_000);
     }
+
+    /// An edge holding one environment's flags and a client key for it.
+    fn ofrep_host() -> FakeHost {
+        let dataset = "flags/web/prod";
+        let set = br#"{"flags": {"beta": {"state": "ENABLED", "variants": {"on": true, "off": false},
+            "defaultVariant": "off", "targeting": {"if": [{"in": [{"var": "email"}, ["a@b.c"]]}, "on", "off"]}}}}"#;
+        let mut manifest = Manifest { snapshot: 1, datasets: Vec::new() };
+        manifest.set(dataset, 1, "h");
+        let client_key = format!("flagkeys/{}", verge_shared::flags::client_key_hash("fck_fuzz"));
+        FakeHost {
+            kv: HashMap::from([
+                (MANIFEST_KEY.to_owned(), manifest.encode()),
+                (versioned_key(dataset, 1, "flagd"), set.to_vec()),
+                (client_key, dataset.as_bytes().to_vec()),
+            ]),
+            ..FakeHost::default()
+        }
+    }
+
+    fn ofrep(host: &FakeHost, path: &str, body: Vec<u8>) -> Response<Body> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::AUTHORIZATION, "Bearer fck_fuzz")
+            .body(body)
+            .unwrap();
+        futures_executor::block_on(handle(host, request))
+    }
+
+    #[test]
+    fn ofrep_evaluates_for_a_known_client_key() {
+        let host = ofrep_host();
+        let response = ofrep(&host, "/ofrep/v1/evaluate/flags/beta", br#"{"context": {"email": "a@b.c"}}"#.to_vec());
+        assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+        assert!(text(&response).contains("\"value\":true"), "{}", text(&response));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// Whatever body and key a client sends, the answer is well-formed JSON with a
+        /// status a client expects, and nothing panics.
+        #[test]
+        fn any_ofrep_request_gets_a_json_answer(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            json_body in "\\{(\"context\": ?(\\{(\"[a-z]{0,6}\": ?(\"[^\"]{0,8}\"|[0-9]{1,30}|null|true|\\[\\]),?){0,4}\\}|\\[\\]|\"x\"|null))?\\}",
+            key in "[a-z%0-9/._~-]{0,16}",
+        ) {
+            let host = ofrep_host();
+            for (path, body) in [
+                (format!("/ofrep/v1/evaluate/flags/{key}"), body.clone()),
+                (format!("/ofrep/v1/evaluate/flags/{key}"), json_body.clone().into_bytes()),
+                ("/ofrep/v1/evaluate/flags".to_owned(), body.clone()),
+                ("/ofrep/v1/evaluate/flags".to_owned(), json_body.clone().into_bytes()),
+            ] {
+                let Ok(uri) = path.parse::<http::Uri>() else { continue };
+                let response = ofrep(&host, &uri.to_string(), body);
+                let status = response.status().as_u16();
+                proptest::prop_assert!([200, 304, 400, 404].contains(&status), "{status} for {path}: {}", text(&response));
+                let parsed: Result<serde_json::Value, _> = serde_json::from_slice(response.body());
+                proptest::prop_assert!(parsed.is_ok(), "not JSON for {path}: {}", text(&response));
+            }
+        }
+    }
 }

@@ -133,4 +133,29 @@ mod tests {
             assert!(domain("domain", bad).is_err(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1024, ..Default::default() })]
+
+        /// Whatever is sent as a target: refused, or a plain http(s) URL within the
+        /// length limit, without credentials, off our own domains, that parses back to itself.
+        #[test]
+        fn any_target_is_refused_or_a_safe_web_url(
+            raw in "(https?|javascript|file|HTTP|data)?(:|://)?([a-zA-Z0-9@:.%_\\-]{0,20})?(\\.|/|\\?|#|%[0-9a-f]{2}|[^ ]){0,40}",
+            noise in ".{0,20}",
+        ) {
+            let own = vec!["go.example.com".to_owned(), "localhost".to_owned()];
+            for candidate in [raw.clone(), format!("{raw}{noise}"), format!("https://{noise}")] {
+                if let Ok(normalized) = target("url", &candidate, &own) {
+                    let url = Url::parse(&normalized).unwrap();
+                    proptest::prop_assert!(matches!(url.scheme(), "http" | "https"), "{normalized}");
+                    proptest::prop_assert!(url.username().is_empty() && url.password().is_none(), "{normalized}");
+                    proptest::prop_assert!(normalized.len() <= MAX_URL_LEN);
+                    let host = url.host_str().unwrap_or_default().trim_end_matches('.');
+                    proptest::prop_assert!(!own.iter().any(|d| d == host), "{normalized}");
+                    proptest::prop_assert_eq!(target("url", &normalized, &own).unwrap(), normalized.clone());
+                }
+            }
+        }
+    }
 }
