@@ -107,3 +107,48 @@ async fn a_clean_stop_sends_every_event_first() {
     let reported = events.iter().filter(|data| data.contains("/stop/")).count();
     assert_eq!(reported, REQUESTS, "every request's event, once");
 }
+
+#[tokio::test]
+async fn edges_keep_serving_links_and_flags_while_the_core_is_down() {
+    let (config, dir) = fresh_config().await;
+    let work = dir.path();
+    let mut core = start_core_for_edges(&config, work);
+    // `verge dev` publishes into <data dir>/edge/kv.db; both local edges read it.
+    let store = work.join("verge-data/edge");
+    let (status, _) =
+        core.call("POST", "/v1/links", &serde_json::json!({"url": "https://example.com/k", "alias": "kept"}));
+    assert_eq!(status, 201);
+    let (status, _) =
+        core.call("POST", "/v1/flags/environments", &serde_json::json!({"project": "web", "name": "prod"}));
+    assert_eq!(status, 201);
+    let set = serde_json::json!({"flags": {"beta": {"state": "ENABLED", "variants": {"on": true, "off": false},
+        "defaultVariant": "on"}}});
+    assert_eq!(core.call("PUT", "/v1/flags/environments/web/prod/flagd", &set).0, 200);
+    let (status, key) =
+        core.call("POST", "/v1/flags/environments/web/prod/client-keys", &serde_json::json!({"name": "app"}));
+    assert_eq!(status, 201, "{key}");
+    let auth = format!("Bearer {}", key["token"].as_str().unwrap());
+    let (_wasm, wasm) = common::process::serve_edge(&config, work, &store, &core, &[]);
+    let (_native, native) = serve_native(&config, work, Some(&store), &core, &[]);
+    let evaluate = |edge: &str| {
+        let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+        http(edge, "POST", "/ofrep/v1/evaluate/flags/beta", &headers, r#"{"context": {}}"#)
+    };
+    for edge in [&wasm, &native] {
+        until("the link and the flag at the edge", Duration::from_secs(5), || {
+            http(edge, "GET", "/kept", &[], "").status == 302 && evaluate(edge).status == 200
+        });
+    }
+
+    core._process.terminate();
+    assert!(std::net::TcpStream::connect(core.url.trim_start_matches("http://")).is_err(), "the core is down");
+    for edge in [&wasm, &native] {
+        for _ in 0..20 {
+            let redirect = http(edge, "GET", "/kept", &[], "");
+            assert_eq!((redirect.status, redirect.header("location")), (302, Some("https://example.com/k")), "{edge}");
+            let flag = evaluate(edge);
+            assert_eq!(flag.status, 200, "{edge}: {}", flag.body);
+            assert!(flag.body.contains("\"value\":true"), "{edge}: {}", flag.body);
+        }
+    }
+}
