@@ -47,7 +47,8 @@ pub(crate) struct NewLink {
     max_clicks: Option<i64>,
     /// 301, 302 (default), 307 or 308.
     status: Option<u16>,
-    /// Visitors must enter it; stored only as a salted hash.
+    /// Visitors must enter it (8 to 128 characters); stored only as an Argon2id hash.
+    #[schema(min_length = 8, max_length = 128)]
     password: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
@@ -80,7 +81,7 @@ pub(crate) struct LinkChanges {
     max_clicks: Option<Option<i64>>,
     status: Option<u16>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 8, max_length = 128)]
     password: Option<Option<String>>,
     tags: Option<Vec<String>>,
     utm: Option<Utm>,
