@@ -3,8 +3,10 @@
 //!
 //! A client key (`Authorization: Bearer …` or `X-API-Key`) is looked up by its SHA-256
 //! under `flagkeys/`, which names the environment's dataset; the manifest gives its live
-//! version. The parsed flag set is kept per instance for that version, so a request reads
-//! two small keys and evaluates, without re-reading the set. Bulk answers carry an `ETag`
+//! version. A bulk request reads the whole set, which is then kept parsed per instance for
+//! that version. A single-flag request on an instance that has not parsed the whole set
+//! reads that flag's own record (`verge_shared::flags::flag_part`) instead, so its cost
+//! does not grow with the number of flags in the environment; those are kept too. Bulk answers carry an `ETag`
 //! over the set's version and the context; a matching `If-None-Match` gets 304. CORS is
 //! open (`*`): browser SDKs call this directly, and keys are sent in headers, not cookies.
 //! Each request that reached a flag set reports a `flag.evaluation` event (the flag, or
@@ -37,6 +39,19 @@ struct Live {
 
 static SETS: Mutex<Vec<Arc<Live>>> = Mutex::new(Vec::new());
 
+/// Single flags parsed from their own records: (dataset, version, key) → set of one flag.
+type OneFlag = (String, u64, String, Arc<FlagSet>);
+static SINGLE_FLAGS: Mutex<Vec<OneFlag>> = Mutex::new(Vec::new());
+/// Single-flag sets kept per instance.
+const CACHED_FLAGS: usize = 64;
+
+/// The environment a client key may evaluate, at its live version.
+struct Current {
+    dataset: String,
+    version: u64,
+    hash: String,
+}
+
 /// Serves a path under [`PREFIX`].
 pub(crate) async fn serve<H: Host>(
     host: &H,
@@ -66,8 +81,8 @@ pub(crate) async fn serve<H: Host>(
             return cors(response);
         }
     }
-    let live = match authorize(host, request).await {
-        Ok(live) => live,
+    let current = match authorize(host, request).await {
+        Ok(current) => current,
         Err(response) => return cors(response),
     };
     let context = match read_context(request.body()) {
@@ -85,18 +100,26 @@ pub(crate) async fn serve<H: Host>(
     let now = host.now_millis() / 1000;
     match key {
         Some(key) => {
-            let resolution = live.set.evaluate(&key, None, &context, now);
+            let set = match one_flag(host, &current, &key).await {
+                Ok(set) => set,
+                Err(response) => return cors(response),
+            };
+            let resolution = set.evaluate(&key, None, &context, now);
             let status = match &resolution.error {
                 Some((code, _)) if code.as_str() == "FLAG_NOT_FOUND" => StatusCode::NOT_FOUND,
                 Some(_) => StatusCode::BAD_REQUEST,
                 None => StatusCode::OK,
             };
             if status != StatusCode::NOT_FOUND {
-                events.push(host, EVALUATION_KIND, &[("dataset", &live.dataset), ("flag", &key)]);
+                events.push(host, EVALUATION_KIND, &[("dataset", &current.dataset), ("flag", &key)]);
             }
             cors(json_response(status, &evaluation(&key, resolution)))
         }
         None => {
+            let live = match whole_set(host, &current).await {
+                Ok(live) => live,
+                Err(response) => return cors(response),
+            };
             events.push_flagged(host, EVALUATION_KIND, &[("dataset", &live.dataset)], &[("bulk", true)]);
             let etag = etag(&live, &context);
             let matches = request
@@ -117,8 +140,12 @@ pub(crate) async fn serve<H: Host>(
     }
 }
 
+fn unavailable() -> Response<Body> {
+    crate::problem::response(StatusCode::SERVICE_UNAVAILABLE, "flags_unavailable", "flags are not published yet")
+}
+
 /// The key's environment, live: 401 without a key, 403 with one no environment has.
-async fn authorize<H: Host>(host: &H, request: &Request<Body>) -> Result<Arc<Live>, Response<Body>> {
+async fn authorize<H: Host>(host: &H, request: &Request<Body>) -> Result<Current, Response<Body>> {
     let header_text = |name| request.headers().get(name).and_then(|value: &HeaderValue| value.to_str().ok());
     let token = header_text(header::AUTHORIZATION.as_str())
         .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
@@ -135,9 +162,6 @@ async fn authorize<H: Host>(host: &H, request: &Request<Body>) -> Result<Arc<Liv
         return Err(response);
     };
     let forbidden = || crate::problem::response(StatusCode::FORBIDDEN, "forbidden", "this client key is not valid");
-    let unavailable = || {
-        crate::problem::response(StatusCode::SERVICE_UNAVAILABLE, "flags_unavailable", "flags are not published yet")
-    };
     // The lookup is by hash: the token itself is never compared.
     let dataset = match host.kv_get(&format!("{CLIENT_KEY_PREFIX}{}", client_key_hash(token))).await {
         Ok(Some(value)) => String::from_utf8(value).map_err(|_| forbidden())?,
@@ -148,17 +172,61 @@ async fn authorize<H: Host>(host: &H, request: &Request<Body>) -> Result<Arc<Liv
         Ok(Some(bytes)) => Manifest::decode(&bytes).map_err(|_| unavailable())?,
         _ => return Err(unavailable()),
     };
-    let Some(current) = manifest.get(&dataset) else { return Err(unavailable()) };
-    if let Some(live) = cached(&dataset, current.version) {
+    let Some(live) = manifest.get(&dataset) else { return Err(unavailable()) };
+    Ok(Current { version: live.version, hash: live.hash.clone(), dataset })
+}
+
+/// The set of `key` alone, from the whole set when this instance has it parsed, else from
+/// the flag's own record; the whole set when there is no such record (the flag does not
+/// exist, or the set was published before flags had records of their own).
+async fn one_flag<H: Host>(host: &H, current: &Current, key: &str) -> Result<Arc<FlagSet>, Response<Body>> {
+    if let Some(live) = cached(&current.dataset, current.version) {
+        return Ok(live.set.clone());
+    }
+    let found = {
+        let flags = SINGLE_FLAGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        flags
+            .iter()
+            .find(|(d, v, k, _)| d == &current.dataset && *v == current.version && k == key)
+            .map(|f| f.3.clone())
+    };
+    if let Some(set) = found {
+        return Ok(set);
+    }
+    let part = verge_shared::flags::flag_part(key);
+    let bytes = match host.kv_get(&versioned_key(&current.dataset, current.version, &part)).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(whole_set(host, current).await?.set.clone()),
+        Err(_) => return Err(unavailable()),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| unavailable())?;
+    let set = Arc::new(FlagSet::parse(text).map_err(|_| unavailable())?);
+    let mut flags = SINGLE_FLAGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    flags.retain(|(d, v, _, _)| d != &current.dataset || *v == current.version);
+    if flags.len() >= CACHED_FLAGS {
+        flags.remove(0);
+    }
+    flags.push((current.dataset.clone(), current.version, key.to_owned(), set.clone()));
+    Ok(set)
+}
+
+/// The whole set, parsed once per instance and version.
+async fn whole_set<H: Host>(host: &H, current: &Current) -> Result<Arc<Live>, Response<Body>> {
+    if let Some(live) = cached(&current.dataset, current.version) {
         return Ok(live);
     }
-    let bytes = match host.kv_get(&versioned_key(&dataset, current.version, DOCUMENT_PART)).await {
+    let bytes = match host.kv_get(&versioned_key(&current.dataset, current.version, DOCUMENT_PART)).await {
         Ok(Some(bytes)) => bytes,
         _ => return Err(unavailable()),
     };
     let text = std::str::from_utf8(&bytes).map_err(|_| unavailable())?;
     let set = FlagSet::parse(text).map_err(|_| unavailable())?;
-    let live = Arc::new(Live { dataset, version: current.version, hash: current.hash.clone(), set: Arc::new(set) });
+    let live = Arc::new(Live {
+        dataset: current.dataset.clone(),
+        version: current.version,
+        hash: current.hash.clone(),
+        set: Arc::new(set),
+    });
     let mut sets = SETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     sets.retain(|other| other.dataset != live.dataset);
     if sets.len() >= CACHED_SETS {

@@ -295,6 +295,30 @@ mod tests {
         assert!(text(&response).contains("\"value\":true"), "{}", text(&response));
     }
 
+    #[test]
+    fn a_single_flag_is_answered_from_its_own_record_without_the_whole_set() {
+        // Only the flag's own record is published here: reading the whole set would fail.
+        let dataset = "flags/split/prod";
+        let own = br#"{"flags": {"beta": {"state": "ENABLED", "variants": {"on": true, "off": false},
+            "defaultVariant": "on"}}}"#;
+        let mut manifest = Manifest { snapshot: 1, datasets: Vec::new() };
+        manifest.set(dataset, 3, "h");
+        let host = FakeHost {
+            kv: HashMap::from([
+                (MANIFEST_KEY.to_owned(), manifest.encode()),
+                (versioned_key(dataset, 3, &verge_shared::flags::flag_part("beta")), own.to_vec()),
+                (format!("flagkeys/{}", verge_shared::flags::client_key_hash("fck_fuzz")), dataset.as_bytes().to_vec()),
+            ]),
+            ..FakeHost::default()
+        };
+        let response = ofrep(&host, "/ofrep/v1/evaluate/flags/beta", b"{}".to_vec());
+        assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+        assert!(text(&response).contains("\"value\":true"), "{}", text(&response));
+        // A flag without a record falls back to the whole set, which is missing here.
+        let missing = ofrep(&host, "/ofrep/v1/evaluate/flags/other", b"{}".to_vec());
+        assert_eq!(missing.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
 

@@ -317,10 +317,13 @@ impl DatasetSource for FlagsSource {
             .map(|row| {
                 let (project, name, document): (String, String, String) =
                     (row.try_get("project")?, row.try_get("name")?, row.try_get("document")?);
-                Ok(DatasetContent {
-                    name: dataset(&project, &name),
-                    parts: vec![(DOCUMENT_PART.to_owned(), document.into_bytes())],
-                })
+                // The whole set for bulk evaluations, and each flag on its own so a single
+                // evaluation on a fresh edge instance reads one small record.
+                let parsed: Value = serde_json::from_str(&document)
+                    .map_err(|err| sqlx::Error::Decode(format!("flag_environments.document: {err}").into()))?;
+                let mut parts = vec![(DOCUMENT_PART.to_owned(), document.into_bytes())];
+                parts.extend(verge_shared::flags::per_flag_documents(&parsed));
+                Ok(DatasetContent { name: dataset(&project, &name), parts })
             })
             .collect()
     }

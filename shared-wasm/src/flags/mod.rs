@@ -11,6 +11,7 @@
 
 mod logic;
 mod murmur3;
+mod parts;
 mod semver;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 pub use logic::{RuleError, check};
+pub use parts::{flag_part, per_flag_documents};
 
 /// The type an evaluation asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
