@@ -61,7 +61,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // On one CPU (a pinned PoP worker) a single-threaded runtime skips the work stealing
+    // and cross-thread wake-ups a multi-threaded one pays for on every request.
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let runtime = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    }
+    .expect("tokio runtime");
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
