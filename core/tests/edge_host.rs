@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::fresh_config;
-use common::process::{http, serve_edge, start_core_for_edges, start_until, verge};
+use common::process::{http, publish_local, serve_edge, start_core_for_edges, start_until, verge};
 
 /// Enough sequential requests to cross the default reuse limit twice.
 const REQUESTS: usize = 300;
@@ -19,9 +19,7 @@ async fn fresh_and_reused_instances_answer_alike_and_lose_no_events() {
     let (config, dir) = fresh_config().await;
     let work = dir.path();
     let core = start_core_for_edges(&config, work);
-    let store = work.join("store");
-    let published = verge(&config, work).args(["publish", "--target", "local", "--out"]).arg(&store).output().unwrap();
-    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let store = publish_local(&config, work);
 
     let (_fresh, fresh_url) = serve_edge(&config, work, &store, &core, &[("VERGE_EDGE_MAX_INSTANCE_REUSE", "1")]);
     let (_reused, reused_url) = serve_edge(&config, work, &store, &core, &[]);
@@ -72,9 +70,7 @@ async fn fresh_and_reused_instances_answer_alike_and_lose_no_events() {
 async fn shutting_down_waits_for_events_still_being_sent() {
     let (config, dir) = fresh_config().await;
     let work = dir.path();
-    let store = work.join("store");
-    let published = verge(&config, work).args(["publish", "--target", "local", "--out"]).arg(&store).output().unwrap();
-    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let store = publish_local(&config, work);
 
     // A core that takes a second to answer an event batch, and notes whether the edge
     // hung up on it before the answer came.
@@ -167,9 +163,7 @@ async fn oversized_bodies_are_refused_without_waiting_for_them_to_end() {
     let (config, dir) = fresh_config().await;
     let work = dir.path();
     let core = start_core_for_edges(&config, work);
-    let store = work.join("store");
-    let published = verge(&config, work).args(["publish", "--target", "local", "--out"]).arg(&store).output().unwrap();
-    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let store = publish_local(&config, work);
     let (_edge, edge_url) = serve_edge(&config, work, &store, &core, &[]);
     let host = edge_url.trim_start_matches("http://");
 

@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fresh_config;
-use common::process::{Running, free_port, http, serve_native, start_core_for_edges, start_core_for_edges_with, verge};
+use common::process::{
+    Running, free_port, http, publish_local, serve_native, start_core_for_edges, start_core_for_edges_with,
+};
 
 /// A Redis URL for this test, and the server when the test had to start one.
 fn redis() -> (String, Option<Running>) {
@@ -89,9 +91,7 @@ async fn a_clean_stop_sends_every_event_first() {
     let (config, dir) = fresh_config().await;
     let work = dir.path();
     let core = start_core_for_edges(&config, work);
-    let store = work.join("store");
-    let published = verge(&config, work).args(["publish", "--target", "local", "--out"]).arg(&store).output().unwrap();
-    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let store = publish_local(&config, work);
     let (mut node, url) = serve_native(&config, work, Some(&store), &core, &[]);
     const REQUESTS: usize = 500;
     for i in 0..REQUESTS {

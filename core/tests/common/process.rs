@@ -257,6 +257,14 @@ pub fn start_core_for_edges_with(config: &Config, work: &Path, env: &[(&str, &st
     CoreForEdges { _process: process, url, admin, ingest_key }
 }
 
+/// `verge publish --target local` into `<work>/store`, which it returns.
+pub fn publish_local(config: &Config, work: &Path) -> std::path::PathBuf {
+    let store = work.join("store");
+    let published = verge(config, work).args(["publish", "--target", "local", "--out"]).arg(&store).output().unwrap();
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    store
+}
+
 /// Starts `verge edge serve` over `store`, reporting to `core`, with extra environment for
 /// the host; returns it and its base URL.
 pub fn serve_edge(

@@ -45,15 +45,57 @@ const CACHE_ENTRIES: usize = 16_384;
 pub struct EdgeStore {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    cache: RwLock<Cache>,
+    cache: ReadCache,
 }
 
 /// Values (and absences) read since the last change to the file.
+/// Values (and absences) read since the last change, for any store whose readers learn
+/// of changes (the SQLite watcher here, the native node's Redis watcher). A generation
+/// counter keeps a read that raced a change from being cached after it.
+#[derive(Debug, Default)]
+pub struct ReadCache(RwLock<Cache>);
+
 #[derive(Debug, Default)]
 struct Cache {
-    /// Bumped on every change, so a read that started before one is not cached after it.
     generation: u64,
     entries: HashMap<String, Option<Arc<[u8]>>>,
+}
+
+/// What the cache knows of a key.
+#[derive(Debug)]
+pub enum Cached {
+    /// The value (or `None`: known absent).
+    Hit(Option<Vec<u8>>),
+    /// Not cached: read it, then [`ReadCache::store`] it under this generation.
+    Miss(u64),
+}
+
+impl ReadCache {
+    pub fn lookup(&self, key: &str) -> Cached {
+        let cache = self.0.read().expect("cache lock");
+        match cache.entries.get(key) {
+            Some(value) => Cached::Hit(value.as_deref().map(<[u8]>::to_vec)),
+            None => Cached::Miss(cache.generation),
+        }
+    }
+
+    /// Keeps what was read under `generation`, unless a change came since.
+    pub fn store(&self, generation: u64, key: &str, value: Option<&[u8]>) {
+        let mut cache = self.0.write().expect("cache lock");
+        if cache.generation == generation {
+            if cache.entries.len() >= CACHE_ENTRIES {
+                cache.entries.clear();
+            }
+            cache.entries.insert(key.to_owned(), value.map(Arc::from));
+        }
+    }
+
+    /// Forgets everything: the store changed.
+    pub fn forget(&self) {
+        let mut cache = self.0.write().expect("cache lock");
+        cache.generation += 1;
+        cache.entries.clear();
+    }
 }
 
 impl EdgeStore {
@@ -66,7 +108,7 @@ impl EdgeStore {
                 store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key))",
         )?;
         let store =
-            Arc::new(EdgeStore { path: path.to_owned(), idle: Mutex::new(vec![conn]), cache: RwLock::default() });
+            Arc::new(EdgeStore { path: path.to_owned(), idle: Mutex::new(vec![conn]), cache: ReadCache::default() });
         let watcher = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         // Read the starting version here, before any read can be cached: taken on the
         // watcher thread, a commit made before that thread first ran would go unseen and
@@ -81,9 +123,7 @@ impl EdgeStore {
     }
 
     fn forget_cached(&self) {
-        let mut cache = self.cache.write().expect("cache lock");
-        cache.generation += 1;
-        cache.entries.clear();
+        self.cache.forget();
     }
 
     fn with_conn<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R, StoreError> {
@@ -103,25 +143,16 @@ impl EdgeStore {
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let generation = {
-            let cache = self.cache.read().expect("cache lock");
-            if let Some(cached) = cache.entries.get(key) {
-                return Ok(cached.as_deref().map(<[u8]>::to_vec));
-            }
-            cache.generation
+        let generation = match self.cache.lookup(key) {
+            Cached::Hit(value) => return Ok(value),
+            Cached::Miss(generation) => generation,
         };
         let value: Option<Vec<u8>> = self.with_conn(|conn| {
             conn.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
                 .query_row((DEFAULT_STORE, key), |row| row.get(0))
                 .optional()
         })?;
-        let mut cache = self.cache.write().expect("cache lock");
-        if cache.generation == generation {
-            if cache.entries.len() >= CACHE_ENTRIES {
-                cache.entries.clear();
-            }
-            cache.entries.insert(key.to_owned(), value.as_deref().map(Arc::from));
-        }
+        self.cache.store(generation, key, value.as_deref());
         Ok(value)
     }
 

@@ -7,21 +7,18 @@
 //! forgets its cached reads when it moves, so a publish is visible at once on every node
 //! and a hot key costs no round trip per request.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use verge_edge::HostError;
-use verge_kv_store::EdgeStore;
+use verge_kv_store::{Cached, EdgeStore, ReadCache};
 
 /// The key, under the prefix, the core's publisher increments after each write.
 pub(crate) const CHANGES_KEY: &str = "__changes";
 /// How often a node looks at the change counter.
 const WATCH_INTERVAL: Duration = Duration::from_millis(5);
-/// Entries the read cache holds before it starts over.
-const CACHE_ENTRIES: usize = 16_384;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Kv {
@@ -48,7 +45,7 @@ impl Kv {
 pub(crate) struct RedisKv {
     conn: ConnectionManager,
     prefix: String,
-    cache: RwLock<Cache>,
+    cache: ReadCache,
 }
 
 impl std::fmt::Debug for RedisKv {
@@ -57,18 +54,11 @@ impl std::fmt::Debug for RedisKv {
     }
 }
 
-#[derive(Debug, Default)]
-struct Cache {
-    /// Bumped on every change, so a read that started before one is not cached after it.
-    generation: u64,
-    entries: HashMap<String, Option<Arc<[u8]>>>,
-}
-
 impl RedisKv {
     /// Connects, and starts the watcher that empties the cache when the core publishes.
     pub(crate) async fn connect(url: &str, prefix: &str) -> Result<Arc<RedisKv>, redis::RedisError> {
         let conn = ConnectionManager::new(redis::Client::open(url)?).await?;
-        let kv = Arc::new(RedisKv { conn, prefix: prefix.to_owned(), cache: RwLock::default() });
+        let kv = Arc::new(RedisKv { conn, prefix: prefix.to_owned(), cache: ReadCache::default() });
         let weak = Arc::downgrade(&kv);
         tokio::spawn(async move {
             let mut seen: Option<i64> = None;
@@ -92,31 +82,20 @@ impl RedisKv {
     }
 
     fn forget_cached(&self) {
-        let mut cache = self.cache.write().expect("cache lock");
-        cache.generation += 1;
-        cache.entries.clear();
+        self.cache.forget();
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
-        let generation = {
-            let cache = self.cache.read().expect("cache lock");
-            if let Some(cached) = cache.entries.get(key) {
-                return Ok(cached.as_deref().map(<[u8]>::to_vec));
-            }
-            cache.generation
+        let generation = match self.cache.lookup(key) {
+            Cached::Hit(value) => return Ok(value),
+            Cached::Miss(generation) => generation,
         };
         let mut conn = self.conn.clone();
         let value: Option<Vec<u8>> = conn
             .get(format!("{}{key}", self.prefix))
             .await
             .map_err(|err| HostError(format!("redis get `{key}`: {err}")))?;
-        let mut cache = self.cache.write().expect("cache lock");
-        if cache.generation == generation {
-            if cache.entries.len() >= CACHE_ENTRIES {
-                cache.entries.clear();
-            }
-            cache.entries.insert(key.to_owned(), value.as_deref().map(Arc::from));
-        }
+        self.cache.store(generation, key, value.as_deref());
         Ok(value)
     }
 }
