@@ -97,6 +97,10 @@ impl Default for Config {
     }
 }
 
+/// Largest event batch `POST /v1/events` takes; here so the quota can be checked against
+/// it without configuration depending on a domain.
+pub(crate) const EVENT_BATCH_LIMIT: usize = 1000;
+
 /// Shortest admin key accepted from `VERGE_ADMIN_KEY`: keys are bearer secrets and are
 /// stored as a fast hash, so they must carry enough entropy on their own.
 pub(crate) const MIN_ADMIN_KEY_LEN: usize = 32;
@@ -146,10 +150,9 @@ impl Config {
                 "VERGE_ADMIN_KEY must be at least {MIN_ADMIN_KEY_LEN} characters"
             )));
         }
-        if self.ingest_events_per_minute < crate::events::MAX_BATCH as u32 {
+        if (self.ingest_events_per_minute as usize) < EVENT_BATCH_LIMIT {
             return Err(ConfigError::Invalid(format!(
-                "ingest_events_per_minute must allow one full batch ({} events)",
-                crate::events::MAX_BATCH
+                "ingest_events_per_minute must allow one full batch ({EVENT_BATCH_LIMIT} events)"
             )));
         }
         if let Some(url) = &self.database_url

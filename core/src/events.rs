@@ -18,7 +18,7 @@ use crate::state::AppState;
 use crate::time::{Millis, now_millis};
 
 /// Largest batch accepted in one request.
-pub(crate) const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = crate::config::EVENT_BATCH_LIMIT;
 /// Largest `data` object of one event, serialized.
 const MAX_DATA_BYTES: usize = 8 * 1024;
 /// How far back an event's `at` may lie: an edge cut off from the core keeps retrying a

@@ -6,6 +6,9 @@
 
 use http::{HeaderMap, Response, StatusCode, header};
 
+/// A request or response body as the edge application handles it: whole, in memory.
+pub type Body = Vec<u8>;
+
 /// Largest request body the edge reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 

@@ -19,9 +19,9 @@ use serde_json::{Map, Value};
 use verge_shared::flags::{FlagSet, Resolution, client_key_hash};
 use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
 
+use crate::body::Body;
 use crate::events::Events;
 use crate::host::Host;
-use crate::router::Body;
 
 pub(crate) const PREFIX: &str = "/ofrep/v1/evaluate/flags";
 const CLIENT_KEY_PREFIX: &str = "flagkeys/";

@@ -9,9 +9,9 @@ use http::{Method, Request, Response, StatusCode, header};
 use verge_shared::links::{self, Decision, DomainRecord, LinkRecord, Visit, agent};
 
 use crate::attempts;
+use crate::body::Body;
 use crate::events::Events;
 use crate::host::Host;
-use crate::router::Body;
 
 /// Serves `code` on `domain` if a link (or the domain's not-found URL) answers it.
 pub(crate) async fn serve<H: Host>(
@@ -88,7 +88,7 @@ async fn visitor_salt<H: Host>(host: &H) -> std::sync::Arc<str> {
     if let Some(salt) = SALT.get() {
         return salt.clone();
     }
-    let salt: std::sync::Arc<str> = crate::router::edge_settings(host).await.visitor_salt.into();
+    let salt: std::sync::Arc<str> = crate::settings::edge_settings(host).await.visitor_salt.into();
     if !salt.is_empty() {
         let _ = SALT.set(salt.clone());
     }

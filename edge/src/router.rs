@@ -5,14 +5,13 @@
 //! the path exists under another method).
 
 use http::{Method, Request, Response, StatusCode, header};
-use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
-use verge_shared::settings::{self, EdgeSettings};
+use verge_shared::kv::{MANIFEST_KEY, Manifest};
 
+pub use crate::body::Body;
 use crate::events::Events;
 use crate::host::Host;
 use crate::problem;
-
-pub type Body = Vec<u8>;
+use crate::settings::edge_settings;
 
 /// Answers one request, then hands the events it produced to the platform as one batch.
 pub async fn handle<H: Host>(host: &H, request: Request<Body>) -> Response<Body> {
@@ -69,20 +68,6 @@ fn link_code(path: &str) -> Option<&str> {
     valid.then_some(code)
 }
 
-/// The published edge settings; defaults when they cannot be read, so an edge that has
-/// not seen a publish still reports not-found requests.
-pub(crate) async fn edge_settings<H: Host>(host: &H) -> EdgeSettings {
-    let Ok(Some(manifest)) = host.kv_get(MANIFEST_KEY).await else { return EdgeSettings::default() };
-    let Some(version) = Manifest::decode(&manifest).ok().and_then(|m| m.get(settings::DATASET).map(|d| d.version))
-    else {
-        return EdgeSettings::default();
-    };
-    match host.kv_get(&versioned_key(settings::DATASET, version, settings::PART)).await {
-        Ok(Some(value)) => EdgeSettings::decode(&value).unwrap_or_default(),
-        _ => EdgeSettings::default(),
-    }
-}
-
 /// The host the client asked for: the URI's authority (platforms move `Host` there), else
 /// the `Host` header.
 fn request_host(request: &Request<Body>) -> &str {
@@ -136,6 +121,9 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 mod tests {
     use std::cell::RefCell;
     use std::collections::HashMap;
+
+    use verge_shared::kv::versioned_key;
+    use verge_shared::settings::{self, EdgeSettings};
 
     use super::*;
     use crate::host::{Client, HostError};
