@@ -137,6 +137,7 @@ impl AuditEntry {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditFilter {
     /// Only entries about this kind of object (`api_key`, …).
     pub target_type: Option<String>,

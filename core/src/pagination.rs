@@ -16,10 +16,13 @@ pub const MAX_LIMIT: u32 = 200;
 const CURSOR_VERSION: &str = "v1:";
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
-    /// `next_cursor` from the previous page.
+    /// `next_cursor` from the previous page; only a cursor this API returned is valid.
+    #[param(pattern = "^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -47,8 +50,9 @@ impl Cursor {
                 message: format!("must be between 1 and {MAX_LIMIT}"),
             }]));
         }
-        let after = match &params.cursor {
-            None => String::new(),
+        let after = match params.cursor.as_deref() {
+            // `cursor=` is the first page, as absent is: forms and clients send it that way.
+            None | Some("") => String::new(),
             Some(cursor) => decode(cursor)
                 .ok_or_else(|| ApiError::bad_request("invalid_cursor", "the cursor is not one this API returned"))?,
         };

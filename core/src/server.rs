@@ -128,7 +128,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 }
 
 fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi, Router) {
-    let (api, doc) = documented_routes().split_for_parts();
+    let (api, mut doc) = documented_routes().split_for_parts();
+    openapi::complete(&mut doc);
     let doc_json = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serializes"));
     let api = api.route("/openapi.json", get(move || openapi::serve(Arc::clone(&doc_json))));
     let (router, metrics) = with_middleware(api, state);

@@ -43,8 +43,24 @@ async fn the_document_is_openapi_3_1_with_schemas_for_every_operation() {
     assert!(ops.iter().any(|(p, _, _)| p.starts_with("/v1/")), "no /v1 routes documented");
     for (path, method, op) in &ops {
         let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}: no responses"));
-        let with_schema = responses.values().filter(|r| r["content"]["application/json"]["schema"].is_object()).count();
+        let with_schema = responses
+            .values()
+            .filter(|r| r["content"].as_object().is_some_and(|c| c.values().any(|m| m["schema"].is_object())))
+            .count();
         assert!(with_schema > 0, "{method} {path}: no response schema");
+        // Errors are documented as what the server sends: problem documents.
+        for (status, response) in responses.iter().filter(|(s, _)| s.starts_with('4') || s.starts_with('5')) {
+            let content =
+                response["content"].as_object().unwrap_or_else(|| panic!("{method} {path} {status}: no body"));
+            let media: Vec<&String> = content.keys().collect();
+            assert_eq!(media, ["application/problem+json"], "{method} {path} {status}");
+            assert_eq!(content["application/problem+json"]["schema"]["$ref"], "#/components/schemas/Problem");
+        }
+        if path.starts_with("/v1/") {
+            for status in ["400", "401", "403"] {
+                assert!(responses.contains_key(status), "{method} {path}: {status} undocumented");
+            }
+        }
         // Replacements and changes take a body; a POST may be a bodiless action (a kill
         // switch). Whatever takes a body documents its schema.
         let has_body = op.get("requestBody").is_some();

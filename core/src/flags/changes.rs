@@ -21,6 +21,7 @@ use crate::time::now_millis;
 /// One edit of an environment's flag set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "op", rename_all = "snake_case")]
+#[schema(as = FlagEdit)]
 pub(crate) enum Change {
     /// Create or replace a flag (`state`, `variants`, `defaultVariant`, `targeting`,
     /// `metadata`, as flagd defines one; percentage rollouts are `fractional` rules).

@@ -350,8 +350,10 @@ pub(crate) async fn propose_changes(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ChangeFilter {
     /// Only requests in this state.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
 }
 

@@ -88,8 +88,10 @@ pub(crate) async fn project(conn: &mut sqlx::AnyConnection, events: &[Evaluation
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StaleParams {
     /// The window: flags not evaluated for this many days (1–3650, default 30).
+    #[param(minimum = 1, maximum = 3650)]
     days: Option<i64>,
 }
 

@@ -38,6 +38,7 @@ pub(crate) enum Interval {
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AnalyticsParams {
     /// Start (RFC 3339); 7 days before `to` by default.
     #[param(value_type = Option<String>, format = DateTime)]

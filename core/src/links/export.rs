@@ -94,6 +94,7 @@ pub(crate) async fn export_links(
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ClickFilter {
     /// Only clicks on this link.
     link_id: Option<String>,

@@ -27,10 +27,13 @@ pub(crate) enum Format {
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct QrParams {
     /// `svg` (default) or `png`.
+    #[param(inline)]
     format: Option<Format>,
     /// Pixels per module for PNG, 1 to 32 (default 8); SVG scales freely.
+    #[param(minimum = 1, maximum = 32)]
     scale: Option<u32>,
 }
 
@@ -40,7 +43,7 @@ pub(crate) struct QrParams {
     params(("id" = String, Path, description = "Link id (`lnk_…`)"), QrParams),
     security(("admin_key" = ["admin", "read", "links:write"])),
     responses(
-        (status = 200, description = "An SVG or PNG image", content_type = "image/svg+xml"),
+        (status = 200, description = "An SVG or PNG image", content(("image/svg+xml"), ("image/png"))),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
         (status = 404, description = "No such link", body = Problem),
