@@ -41,6 +41,7 @@ impl Grants for Ingesters {
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventBatch {
     /// 1 to 1000 events.
+    #[schema(min_items = 1, max_items = 1000)]
     events: Vec<Event>,
 }
 
@@ -48,10 +49,12 @@ pub(crate) struct EventBatch {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Event {
     /// Minted by the edge (`evt_…`); the idempotency key of the event.
+    #[schema(pattern = "^evt_[0-7][0-9a-hjkmnp-tv-z]{25}$")]
     id: String,
     /// What happened, e.g. `link.click`, `flag.evaluation`.
+    #[schema(pattern = "^[a-z0-9._]{1,64}$")]
     kind: String,
-    /// When it happened at the edge.
+    /// When it happened at the edge: within the last 7 days and at most 5 minutes ahead.
     #[schema(value_type = String, format = DateTime)]
     at: Millis,
     /// Kind-specific fields.

@@ -47,6 +47,10 @@ async fn revoked_and_expired_keys_stop_working() {
     assert_eq!(detail, "the API key has been revoked");
     // Revoking twice is a no-op that still succeeds.
     app.call(Method::DELETE, &format!("/v1/keys/{id}"), Some(&admin), None).await.ok();
+    // Gone from its own address, still in the full list.
+    app.get(&format!("/v1/keys/{id}"), Some(&admin)).await.problem(StatusCode::GONE, "key_revoked");
+    let all = app.get("/v1/keys?include_inactive=true", Some(&admin)).await;
+    assert!(all.ok()["items"].as_array().unwrap().iter().any(|k| k["id"] == id));
 
     let past = app
         .call(

@@ -30,9 +30,11 @@ impl Grants for FlagReaders {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewEnvironment {
-    /// e.g. `web`; 1–50 of a-z, 0-9, `-`.
+    /// e.g. `web`; 1–50 of a-z, 0-9, `-`, not starting with `-`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,49}$")]
     project: String,
-    /// e.g. `production`.
+    /// e.g. `production`; the same rule.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,49}$")]
     name: String,
     /// Changes need a change request approved by a second key holder.
     #[serde(default)]
@@ -171,6 +173,7 @@ pub(crate) async fn update_environment(
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ImportOptions {
     /// Store a set even when some flags' targeting cannot be used; those flags answer
     /// `PARSE_ERROR`, as in flagd. Without it such a set is refused (422, each located).
@@ -189,6 +192,7 @@ pub(crate) struct Imported {
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewClientKey {
     /// What uses it, e.g. `web app`.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
 }
 

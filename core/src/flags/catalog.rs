@@ -168,6 +168,7 @@ pub(crate) async fn record_flags(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CatalogFilter {
     /// Only flags carrying this tag.
     tag: Option<String>,
@@ -295,12 +296,20 @@ async fn detail(conn: &mut sqlx::AnyConnection, project: &str, key: &str) -> Res
 #[serde(deny_unknown_fields)]
 pub(crate) struct FlagPatch {
     /// What the flag is for, who owns it, when it can go (at most 2,000 characters).
+    #[schema(max_length = 2000)]
     description: Option<String>,
     /// Up to 20 tags of 1–50 of `a-z0-9-_:.`; replaces the list.
+    #[schema(schema_with = tags_schema)]
     tags: Option<Vec<String>>,
     /// Allowed only when every environment's variants already have this type.
     #[serde(rename = "type")]
     flag_type: Option<FlagType>,
+}
+
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let tag = ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[a-z0-9_:.-]{1,50}$"));
+    ArrayBuilder::new().items(tag).max_items(Some(MAX_TAGS)).build()
 }
 
 /// Describe, tag or retype a flag.

@@ -245,7 +245,7 @@ pub(crate) async fn create_client_key(
     name: &str,
     actor: &Actor,
 ) -> Result<(ClientKey, String), ApiError> {
-    if name.is_empty() || name.len() > 100 {
+    if !(1..=100).contains(&name.chars().count()) {
         return Err(ApiError::validation(vec![FieldError {
             field: "name".into(),
             message: "must be 1 to 100 characters".into(),

@@ -108,8 +108,7 @@ fn generate_token() -> String {
 }
 
 fn validate(new: &NewKey, now: Millis) -> Result<(), KeyError> {
-    let name = new.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    if new.name.trim().is_empty() || new.name.chars().count() > 100 {
         return Err(KeyError::Invalid("name must be 1 to 100 characters".into()));
     }
     if new.scopes.is_empty() {

@@ -33,10 +33,13 @@ impl From<KeyError> for ApiError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKeyRequest {
-    /// What the key is for, e.g. `ci-deploy`.
+    /// What the key is for, e.g. `ci-deploy`: 1 to 100 characters, not all spaces.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     name: String,
+    /// At least one.
+    #[schema(min_items = 1)]
     scopes: Vec<Scope>,
-    /// When the key stops working; never if absent.
+    /// When the key stops working (in the future); never if absent.
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Millis>,
 }
@@ -71,6 +74,7 @@ pub(crate) async fn create_key(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListKeysFilter {
     /// Include revoked and expired keys (default false).
     #[serde(default)]
@@ -99,7 +103,8 @@ pub(crate) async fn list_keys(
     Ok(Json(super::list(&state.db, &cursor, filter.include_inactive).await?))
 }
 
-/// Get one admin API key.
+/// Get one admin API key. A revoked key is gone (410); `GET /v1/keys?include_inactive=true`
+/// still lists it, and the audit log keeps its history.
 #[utoipa::path(
     get, path = "/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path, description = "Key id (`key_…`)")),
@@ -109,6 +114,7 @@ pub(crate) async fn list_keys(
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
         (status = 404, description = "No such key", body = Problem),
+        (status = 410, description = "The key was revoked", body = Problem),
     )
 )]
 pub(crate) async fn get_key(
@@ -116,7 +122,15 @@ pub(crate) async fn get_key(
     _: Authorized<AdminOnly>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    Ok(Json(super::get(&state.db, &id).await?))
+    let key = super::get(&state.db, &id).await?;
+    if let Some(at) = key.revoked_at {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "key_revoked",
+            format!("`{id}` was revoked at {at}; `GET /v1/keys?include_inactive=true` still lists it"),
+        ));
+    }
+    Ok(Json(key))
 }
 
 /// Revoke an admin API key. Revoking a revoked key again is a no-op.

@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer};
 use sqlx::Row;
+use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use verge_shared::links::password::PasswordHash;
 
@@ -34,31 +35,45 @@ impl Grants for LinkWriters {
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewLink {
     /// The destination: an http(s) URL.
+    #[schema(schema_with = validate::target_schema)]
     url: String,
-    /// Custom code: 3–50 of `[A-Za-z0-9_-]`; generated (7 characters) when absent.
+    /// Custom code: 3–50 of `[A-Za-z0-9_-]`, not a reserved word; generated (7 characters) when absent.
+    #[schema(pattern = "^[A-Za-z0-9_-]{3,50}$")]
     alias: Option<String>,
     /// A registered domain; the default domain when absent.
+    #[schema(min_length = 1, max_length = 253)]
     domain: Option<String>,
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Millis>,
     /// Where visitors go once the link has expired (410 without it).
+    #[schema(schema_with = validate::optional_target_schema)]
     expired_url: Option<String>,
     /// Clicks after which the link answers 410.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1)]
     max_clicks: Option<i64>,
     /// 301, 302 (default), 307 or 308.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(schema_with = status_schema)]
     status: Option<u16>,
     /// Visitors must enter it (8 to 128 characters); stored only as an Argon2id hash.
     #[schema(min_length = 8, max_length = 128)]
     password: Option<String>,
+    /// At most 20 tags of 1 to 50 characters.
     #[serde(default)]
+    #[schema(schema_with = tags_schema)]
     tags: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "Utm::from_object")]
     utm: Utm,
+    #[schema(schema_with = validate::optional_target_schema)]
     ios_url: Option<String>,
+    #[schema(schema_with = validate::optional_target_schema)]
     android_url: Option<String>,
+    #[schema(schema_with = validate::optional_target_schema)]
     desktop_url: Option<String>,
     /// ISO 3166 alpha-2 country code → URL.
     #[serde(default)]
+    #[schema(schema_with = validate::country_targets_schema)]
     country_urls: BTreeMap<String, String>,
     /// Append the visitor's query string to the destination.
     #[serde(default)]
@@ -69,38 +84,77 @@ pub(crate) struct NewLink {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LinkChanges {
+    #[schema(schema_with = validate::target_schema)]
     url: Option<String>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Option<Millis>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::optional_target_schema)]
     expired_url: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[serde(default, deserialize_with = "present_whole")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     max_clicks: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(schema_with = status_schema)]
     status: Option<u16>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, min_length = 8, max_length = 128)]
     password: Option<Option<String>>,
+    #[schema(schema_with = tags_schema)]
     tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "Utm::from_optional_object")]
     utm: Option<Utm>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::optional_target_schema)]
     ios_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::optional_target_schema)]
     android_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = validate::optional_target_schema)]
     desktop_url: Option<Option<String>>,
+    #[schema(schema_with = validate::country_targets_schema)]
     country_urls: Option<BTreeMap<String, String>>,
     forward_query: Option<bool>,
+}
+
+/// The redirect statuses a link may answer with.
+const REDIRECT_STATUSES: [u16; 4] = [301, 302, 307, 308];
+
+fn status_schema() -> Object {
+    ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some(REDIRECT_STATUSES)).build()
+}
+
+const MAX_TAGS: usize = 20;
+const MAX_TAG_CHARS: usize = 50;
+
+fn tags_schema() -> Array {
+    let tag = ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(MAX_TAG_CHARS));
+    ArrayBuilder::new().items(tag).max_items(Some(MAX_TAGS)).build()
 }
 
 /// A field that was present in the JSON, possibly as `null`.
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A whole number, also when written `731.0`: JSON Schema counts that as an integer, so
+/// clients generated from the OpenAPI document may send one.
+fn whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
+    // Beyond 2^53 a float no longer holds every integer exactly.
+    let exact = |f: f64| (f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0).then_some(f as i64);
+    number
+        .as_i64()
+        .or_else(|| number.as_f64().and_then(exact))
+        .and_then(|int| T::try_from(int).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number in range, not {number}")))
+}
+
+fn present_whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+    whole(deserializer).map(Some)
 }
 
 /// Longest UTM value: campaign names are short, and every one is baked into each target.
@@ -137,7 +191,7 @@ fn check(mut link: Link, password: Option<&str>, own: &[String]) -> Result<Link,
         url(&mut errors, &format!("country_urls.{country}"), &mut target);
         link.country_urls.insert(country.to_ascii_uppercase(), target);
     }
-    if ![301, 302, 307, 308].contains(&link.status) {
+    if !REDIRECT_STATUSES.contains(&link.status) {
         errors.push(FieldError { field: "status".into(), message: "must be 301, 302, 307 or 308".into() });
     }
     if link.max_clicks.is_some_and(|max| max < 1) {
@@ -152,16 +206,16 @@ fn check(mut link: Link, password: Option<&str>, own: &[String]) -> Result<Link,
             });
         }
     }
-    if link.tags.len() > 20 || link.tags.iter().any(|tag| tag.is_empty() || tag.len() > 50) {
-        errors.push(FieldError { field: "tags".into(), message: "at most 20 tags of 1 to 50 characters".into() });
+    if link.tags.len() > MAX_TAGS || link.tags.iter().any(|tag| tag.is_empty() || tag.chars().count() > MAX_TAG_CHARS) {
+        errors.push(FieldError {
+            field: "tags".into(),
+            message: format!("at most {MAX_TAGS} tags of 1 to {MAX_TAG_CHARS} characters"),
+        });
     }
     if let Some(password) = password {
         let min = verge_shared::links::password::MIN_LEN;
-        if password.chars().count() < min || password.len() > 128 {
-            errors.push(FieldError {
-                field: "password".into(),
-                message: format!("must be {min} to 128 characters (128 bytes)"),
-            });
+        if !(min..=128).contains(&password.chars().count()) {
+            errors.push(FieldError { field: "password".into(), message: format!("must be {min} to 128 characters") });
         }
         link.password_hash = Some(PasswordHash::new(password, rand::random()).encode());
     }
@@ -430,6 +484,7 @@ impl Grants for LinkReaders {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LinkFilter {
     /// Only links with this tag.
     tag: Option<String>,

@@ -22,6 +22,7 @@ pub(crate) const MAX_BULK: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub(crate) struct BulkLinks {
     /// 1 to 1000 links, each as `POST /v1/links` takes it.
+    #[schema(min_items = 1, max_items = 1000)]
     links: Vec<serde_json::Value>,
 }
 

@@ -47,7 +47,11 @@ impl LinkDomain {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewDomain {
+    /// A bare host name, like `go.example.com` (international names are stored as punycode).
+    #[schema(min_length = 1, max_length = 253)]
     domain: String,
+    /// Where the edge sends visitors of unknown codes (a 404 page without it).
+    #[schema(schema_with = validate::optional_target_schema)]
     not_found_url: Option<String>,
 }
 
@@ -55,6 +59,7 @@ pub(crate) struct NewDomain {
 #[serde(deny_unknown_fields)]
 pub(crate) struct DomainChanges {
     /// The new not-found URL; `null` removes it.
+    #[schema(schema_with = validate::optional_target_schema)]
     not_found_url: Option<String>,
 }
 

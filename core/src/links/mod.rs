@@ -33,23 +33,36 @@ use crate::time::Millis;
 #[serde(deny_unknown_fields)]
 pub(crate) struct Utm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub(crate) source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub(crate) medium: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub(crate) campaign: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub(crate) term: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub(crate) content: Option<String>,
 }
 
 impl Utm {
+    /// Reads UTM parameters only from a JSON object (a derived struct would take an array).
+    pub(crate) fn from_object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Utm, D::Error> {
+        let object = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        serde_json::from_value(serde_json::Value::Object(object)).map_err(serde::de::Error::custom)
+    }
+
+    /// [`Utm::from_object`] for a field that may be absent.
+    pub(crate) fn from_optional_object<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Utm>, D::Error> {
+        Utm::from_object(deserializer).map(Some)
+    }
+
     /// Each parameter by its name in the API.
     pub(crate) fn fields(&self) -> [(&'static str, &Option<String>); 5] {
         [

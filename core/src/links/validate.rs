@@ -4,8 +4,12 @@
 //! with the host normalized (lower case, IDNA to punycode, default port dropped) and never
 //! one of our own short domains, so a link cannot loop through the edge. Aliases are 3–50
 //! of `[A-Za-z0-9_-]` and not a reserved word.
+//!
+//! The `*_schema` functions say as much of each rule as JSON Schema can, for the OpenAPI
+//! document; what it cannot say (a host that loops, a reserved alias) is still a 422.
 
 use url::Url;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, SchemaType, Type};
 
 use crate::error::FieldError;
 
@@ -37,14 +41,50 @@ const RESERVED: &[&str] = &[
     "www",
 ];
 
+/// What [`target`] asks of the text before parsing it (JSON Schema's ECMA-262 dialect).
+const TARGET_PATTERN: &str = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s\x00-\x1f\x7f-\x9f]+$";
+
+/// The schema of a target URL.
+pub(crate) fn target_schema() -> Object {
+    url_schema(Type::String)
+}
+
+/// The schema of a target URL that may be `null` (cleared or absent).
+pub(crate) fn optional_target_schema() -> Object {
+    url_schema(SchemaType::from_iter([Type::String, Type::Null]))
+}
+
+/// Country code → target URL.
+pub(crate) fn country_targets_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[A-Za-z]{2}$"))))
+        .additional_properties(Some(Schema::Object(target_schema())))
+        .build()
+}
+
+fn url_schema(types: impl Into<SchemaType>) -> Object {
+    ObjectBuilder::new()
+        .schema_type(types)
+        .pattern(Some(TARGET_PATTERN))
+        .max_length(Some(MAX_URL_LEN))
+        .description(Some("An absolute http(s) URL without credentials, off Verge's own short domains"))
+        .build()
+}
+
 /// A checked, normalized target URL, or why not. `own_domains` are lower-case hosts.
 pub(crate) fn target(field: &str, raw: &str, own_domains: &[String]) -> Result<String, FieldError> {
     let fail = |message: &str| FieldError { field: field.to_owned(), message: message.to_owned() };
-    if raw.len() > MAX_URL_LEN {
-        return Err(fail(&format!("is longer than {MAX_URL_LEN} bytes")));
+    if raw.chars().count() > MAX_URL_LEN {
+        return Err(fail(&format!("is longer than {MAX_URL_LEN} characters")));
     }
     if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(fail("must not contain whitespace or control characters"));
+    }
+    // The URL parser would also take `https:\\host` or `https:host`; say what we mean.
+    let scheme_end = raw.find("://").unwrap_or(0);
+    if !(raw[..scheme_end].eq_ignore_ascii_case("http") || raw[..scheme_end].eq_ignore_ascii_case("https")) {
+        return Err(fail("must start with http:// or https://"));
     }
     let url = Url::parse(raw).map_err(|err| fail(&format!("is not an absolute URL ({err})")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -108,6 +148,8 @@ mod tests {
             "https://go.example.com/abc",
             "https://GO.EXAMPLE.COM./abc",
             "https://exa mple.com/",
+            "https:\\\\example.com/",
+            "https:example.com/",
         ] {
             assert!(target("url", bad, &own).is_err(), "{bad}");
         }
