@@ -147,7 +147,53 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        ApiError::internal(format_args!("database: {err}"))
+        match err {
+            // The database is down or restarting, not the request at fault: say so, with
+            // when to try again, so clients retry instead of reporting a bug. The pool
+            // reconnects by itself once the database is back.
+            err if database_unreachable(&err) => {
+                tracing::warn!(error = %err, "database unreachable");
+                ApiError {
+                    retry_after: Some(1),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database_unavailable",
+                        "the database cannot be reached at the moment; try again shortly",
+                    )
+                }
+            }
+            err => ApiError::internal(format_args!("database: {err}")),
+        }
+    }
+}
+
+impl From<crate::cache::CacheError> for ApiError {
+    fn from(err: crate::cache::CacheError) -> Self {
+        match err {
+            // Redis down or restarting: a retry shortly will do, as for the database.
+            crate::cache::CacheError::Backend(_) => {
+                tracing::warn!(error = %err, "cache unreachable");
+                ApiError {
+                    retry_after: Some(1),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cache_unavailable",
+                        "the cache cannot be reached at the moment; try again shortly",
+                    )
+                }
+            }
+            err => ApiError::internal(err),
+        }
+    }
+}
+
+/// A lost or refused connection, or a server shutting down or starting up (SQLSTATE
+/// classes 08 and 57P), as opposed to an error in the statement.
+fn database_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 

@@ -190,11 +190,7 @@ pub(crate) async fn ingest(
 async fn take_quota(state: &AppState, key_id: &str, events: usize, now: Millis) -> Result<(), ApiError> {
     let policy = Policy { limit: state.config.ingest_events_per_minute, period_us: 60_000_000 };
     let now_us = now.0.max(0) as u64 * 1000;
-    let decision = state
-        .cache
-        .take(&format!("ingest-quota:{key_id}"), policy, events as u32, now_us)
-        .await
-        .map_err(ApiError::internal)?;
+    let decision = state.cache.take(&format!("ingest-quota:{key_id}"), policy, events as u32, now_us).await?;
     if decision.allowed {
         return Ok(());
     }

@@ -75,6 +75,10 @@ fn complete_operation(path: &str, operation: &mut Operation) {
     add("400", "Malformed request: a query parameter, path segment or body that does not parse");
     add("401", "Missing or invalid key");
     add("403", "Key lacks the scope");
+    add(
+        "503",
+        "The database or cache cannot be reached for now (`database_unavailable`, `cache_unavailable`); `Retry-After` says when to try again",
+    );
     if path.contains('{') {
         add("404", "Nothing with this id");
     }
