@@ -310,6 +310,44 @@ async fn a_woken_publisher_reaches_the_edge_store_within_a_second() {
     running.await.unwrap();
 }
 
+/// Redis restarted without persistence comes back empty while the core runs on: the
+/// running publisher notices and publishes everything again, under versions above those it
+/// had seen, since edges may still cache parts of the old ones.
+#[tokio::test]
+async fn a_running_publisher_refills_a_store_that_lost_everything_without_reusing_a_version() {
+    let (app, fixture, store, _dir) = setup().await;
+    let db = app.app.state.db.clone();
+    fixture.set(&[("flags/dev", &[("0", "one")])]);
+    let publisher = Publisher::new(db.clone(), vec![fixture.clone()], vec![Arc::new(store.clone())]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(publisher.clone().run(async { stopped.await.unwrap_or(()) }));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while edge_read(&store, "flags/dev", &["0"]).await.is_none() {
+        assert!(Instant::now() < deadline, "the start-up reconcile never published");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let a tick see the manifest, then lose every key.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let lost = Manifest::decode(&store.get(MANIFEST_KEY).await.unwrap().unwrap()).unwrap();
+    store.delete_many(&store.keys_with_prefix("").await.unwrap()).await.unwrap();
+    assert!(store.get(MANIFEST_KEY).await.unwrap().is_none());
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (version, values) = loop {
+        if let Some(read) = edge_read(&store, "flags/dev", &["0"]).await {
+            break read;
+        }
+        assert!(Instant::now() < deadline, "the emptied store was not filled again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(values, ["one"]);
+    let refilled = Manifest::decode(&store.get(MANIFEST_KEY).await.unwrap().unwrap()).unwrap();
+    assert!(refilled.snapshot > lost.snapshot, "snapshot {} after {}", refilled.snapshot, lost.snapshot);
+    assert!(version > lost.get("flags/dev").unwrap().version, "version {version} reused");
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
+
 #[tokio::test]
 async fn bulk_files_carry_the_state_between_runs_and_list_deletions() {
     use verge_core::publish::snapshot::{BulkFiles, Target};

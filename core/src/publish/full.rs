@@ -37,7 +37,20 @@ pub async fn publish_to(
     store: &dyn EdgeStore,
     progress: &dyn Progress,
 ) -> Result<Report, PublishError> {
-    let datasets = plan_datasets(db, sources, store).await?;
+    publish_above(db, sources, store, progress, None).await
+}
+
+/// [`publish_to`], numbering every dataset above `floor` as well: the last manifest seen in
+/// a store that has since lost it (a Redis restarted empty, a file rolled back). Edges may
+/// still hold parts of those versions in their caches, so a version number is never reused.
+pub(super) async fn publish_above(
+    db: &Database,
+    sources: &[Arc<dyn DatasetSource>],
+    store: &dyn EdgeStore,
+    progress: &dyn Progress,
+    floor: Option<&Manifest>,
+) -> Result<Report, PublishError> {
+    let datasets = plan_datasets(db, sources, store, floor).await?;
     let mut keyed = Vec::new();
     for source in sources {
         if let Some(plan) = plan_keyed(db, source.as_ref(), store).await? {
@@ -59,7 +72,7 @@ pub(super) async fn publish_datasets(
     store: &dyn EdgeStore,
     progress: &dyn Progress,
 ) -> Result<Report, PublishError> {
-    let plan = plan_datasets(db, sources, store).await?;
+    let plan = plan_datasets(db, sources, store, None).await?;
     progress.planned(plan.keys_to_write());
     write_datasets(store, &plan, progress).await
 }
@@ -93,6 +106,7 @@ async fn plan_datasets(
     db: &Database,
     sources: &[Arc<dyn DatasetSource>],
     store: &dyn EdgeStore,
+    floor: Option<&Manifest>,
 ) -> Result<DatasetPlan, PublishError> {
     let mut datasets = Vec::new();
     for source in sources {
@@ -106,7 +120,9 @@ async fn plan_datasets(
         }
         None => Manifest::default(),
     };
-    let mut next = Manifest { snapshot: current.snapshot, datasets: Vec::new() };
+    // Only what the store holds counts as published; the floor only numbers above itself.
+    let floor = floor.filter(|floor| floor.snapshot > current.snapshot);
+    let mut next = Manifest { snapshot: current.snapshot.max(floor.map_or(0, |f| f.snapshot)), datasets: Vec::new() };
     let mut changed = Vec::new();
     for dataset in datasets {
         let hash = dataset.hash();
@@ -115,7 +131,8 @@ async fn plan_datasets(
             next.set(&live.name, live.version, &live.hash);
             continue;
         }
-        let version = live.map_or(1, |live| live.version + 1);
+        let seen = floor.and_then(|floor| floor.get(&dataset.name)).map_or(0, |seen| seen.version);
+        let version = live.map_or(0, |live| live.version).max(seen) + 1;
         next.set(&dataset.name, version, &hash);
         let entries = dataset
             .parts
@@ -127,9 +144,9 @@ async fn plan_datasets(
     let removed: Vec<String> =
         current.datasets.iter().filter(|d| next.get(&d.name).is_none()).map(|d| d.name.clone()).collect();
     let first_publish = current.snapshot == 0;
-    let write_manifest = !changed.is_empty() || !removed.is_empty() || first_publish;
+    let write_manifest = !changed.is_empty() || !removed.is_empty() || first_publish || floor.is_some();
     if write_manifest {
-        next.snapshot = current.snapshot + 1;
+        next.snapshot += 1;
     }
     Ok(DatasetPlan { changed, removed, next, write_manifest })
 }

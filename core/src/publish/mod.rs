@@ -157,6 +157,8 @@ pub struct Publisher {
     sources: Vec<Arc<dyn DatasetSource>>,
     stores: Vec<Arc<dyn EdgeStore>>,
     wake: Notify,
+    /// The newest manifest seen in each store, to notice one that lost what it held.
+    seen: std::sync::Mutex<Vec<Option<kv::Manifest>>>,
 }
 
 /// How often the publisher looks at the outbox without being woken.
@@ -168,7 +170,8 @@ const PUBLISHER_LOCK: i64 = 0x7665_7267_6570_7562;
 
 impl Publisher {
     pub fn new(db: Database, sources: Vec<Arc<dyn DatasetSource>>, stores: Vec<Arc<dyn EdgeStore>>) -> Arc<Publisher> {
-        Arc::new(Publisher { db, sources, stores, wake: Notify::new() })
+        let seen = std::sync::Mutex::new(vec![None; stores.len()]);
+        Arc::new(Publisher { db, sources, stores, wake: Notify::new(), seen })
     }
 
     /// Asks for a publish soon; call after committing a write that enqueued outbox rows.
@@ -220,9 +223,10 @@ impl Publisher {
         };
         let (keys, datasets): (Vec<String>, Vec<String>) = pending.into_iter().partition(is_keyed);
         let mut reports = Vec::new();
-        for store in &self.stores {
+        for (index, store) in self.stores.iter().enumerate() {
             let report = if force {
-                publish_to(&self.db, &self.sources, store.as_ref(), &()).await?
+                let floor = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())[index].clone();
+                full::publish_above(&self.db, &self.sources, store.as_ref(), &(), floor.as_ref()).await?
             } else {
                 let mut report = if datasets.is_empty() {
                     Report::default()
@@ -250,6 +254,30 @@ impl Publisher {
         Ok(Some(reports))
     }
 
+    /// Reads each store's manifest; true when one holds an older snapshot than it did (a
+    /// Redis restarted empty, a file rolled back), so everything must be published again.
+    /// An unreachable store is skipped: its writes fail and are retried anyway.
+    async fn a_store_lost_state(&self) -> bool {
+        let mut lost = false;
+        for (index, store) in self.stores.iter().enumerate() {
+            let now = match store.get(kv::MANIFEST_KEY).await {
+                Ok(Some(bytes)) => kv::Manifest::decode(&bytes).ok(),
+                Ok(None) => None,
+                Err(_) => continue,
+            };
+            let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let snapshot = |manifest: &Option<kv::Manifest>| manifest.as_ref().map_or(0, |m| m.snapshot);
+            if snapshot(&now) < snapshot(&seen[index]) {
+                tracing::warn!(store = %store.describe(), had = snapshot(&seen[index]), has = snapshot(&now),
+                    "edge store lost published state; publishing everything again");
+                lost = true;
+            } else {
+                seen[index] = now;
+            }
+        }
+        lost
+    }
+
     /// Runs until `shutdown` resolves: a full reconcile first, then the outbox as it fills.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -267,6 +295,9 @@ impl Publisher {
                 Ok(None) => force = false,
                 // Left in the outbox; tried again on the next round.
                 Err(err) => tracing::warn!(error = %err, "publish failed; will retry"),
+            }
+            if !force && self.a_store_lost_state().await {
+                force = true;
             }
             tokio::select! {
                 () = &mut shutdown => return,

@@ -5,7 +5,8 @@
 //! the same keys under a prefix, written by the core's publisher, which bumps a change
 //! counter after every write; each node polls that counter every few milliseconds and
 //! forgets its cached reads when it moves, so a publish is visible at once on every node
-//! and a hot key costs no round trip per request.
+//! and a hot key costs no round trip per request. While Redis is unreachable a node keeps
+//! answering from that cache.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,8 +72,11 @@ impl RedisKv {
                         seen = now;
                     }
                     Ok(_) => {}
-                    // Unreachable for now: serve nothing stale for longer than an outage.
-                    Err(_) => kv.forget_cached(),
+                    // Unreachable: keep answering from what was read before the outage (the
+                    // edge's job is to outlive its store), and empty the cache at the first
+                    // answer after it, unless Redis came back empty: then the cache is the
+                    // only copy left until the core publishes again, which bumps the counter.
+                    Err(_) => seen = None,
                 }
                 drop(kv);
                 tokio::time::sleep(WATCH_INTERVAL).await;
