@@ -7,6 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod process;
+pub mod services;
 
 use std::sync::Arc;
 

@@ -243,7 +243,11 @@ pub fn start_core_for_edges_with(config: &Config, work: &Path, env: &[(&str, &st
     command.env("VERGE_LINKS_DEFAULT_DOMAIN", "127.0.0.1");
     let (process, lines) = start_until(command, |line| line.starts_with("Press Ctrl-C"));
     let url = field(&lines, "core API").trim_end_matches("/v1").to_owned();
-    let admin = field(&lines, "admin key").to_owned();
+    // A restarted core prints no new admin key; a test that restarts one configures it.
+    let admin = match env.iter().find(|(name, _)| *name == "VERGE_ADMIN_KEY") {
+        Some((_, key)) => (*key).to_owned(),
+        None => field(&lines, "admin key").to_owned(),
+    };
     let created = http(
         &url,
         "POST",
