@@ -110,6 +110,53 @@ async fn shutting_down_waits_for_events_still_being_sent() {
     assert!(stopping.elapsed() >= Duration::from_secs(1), "stopped before the core answered");
 }
 
+#[tokio::test]
+async fn events_of_requests_answered_during_a_post_go_out_together_in_the_next() {
+    let (config, dir) = fresh_config().await;
+    let work = dir.path();
+    let store = publish_local(&config, work);
+
+    // A core that holds its first event post for two seconds and counts each post's events.
+    let core = TcpListener::bind("127.0.0.1:0").unwrap();
+    let core_url = format!("http://{}", core.local_addr().unwrap());
+    let (posts_tx, posts_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, conn) in core.incoming().enumerate() {
+            let Ok(mut conn) = conn else { return };
+            let request = read_request(&mut conn);
+            if n == 0 {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if posts_tx.send(request.matches("{\"id\":\"evt_").count()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut command = verge(&config, work);
+    command
+        .args(["edge", "serve", "--listen", "127.0.0.1:0", "--core-url", &core_url, "--store"])
+        .arg(&store)
+        .env("VERGE_EDGE_INGEST_KEY", "verge_test-ingest-key");
+    let (_edge, lines) = start_until(command, |line| line.starts_with("edge serving"));
+    let edge_url =
+        lines.last().unwrap().split_whitespace().nth(2).unwrap().trim_end_matches("/__verge/health").to_owned();
+
+    assert_eq!(http(&edge_url, "GET", "/first", &[], "").status, 404);
+    let started = Instant::now();
+    for i in 0..20 {
+        assert_eq!(http(&edge_url, "GET", &format!("/while-posting/{i}"), &[], "").status, 404);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the requests were not all answered during the first post"
+    );
+    let first = posts_rx.recv_timeout(Duration::from_secs(10)).expect("the first post");
+    let second = posts_rx.recv_timeout(Duration::from_secs(10)).expect("the second post");
+    assert_eq!((first, second), (1, 20), "one post for the first request, one for the twenty after it");
+    assert!(posts_rx.recv_timeout(Duration::from_millis(500)).is_err(), "no post per request");
+}
+
 /// One HTTP/1.1 request, head and body (by Content-Length, or chunked to its last chunk).
 fn read_request(conn: &mut TcpStream) -> String {
     let mut raw = Vec::new();

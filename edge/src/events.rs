@@ -2,9 +2,16 @@
 //!
 //! Handlers push events while they answer; [`crate::handle`] hands the whole batch to the
 //! platform after the response is built, which sends it with `wait_until`/`send_async` or
-//! after the response is written. So a request costs at most one outbound call, never on
-//! the hot path. The body is exactly what `POST /v1/events` on the core accepts, and each
-//! event carries an id minted here so that a batch the platform retries counts once.
+//! after the response is written, never on the hot path. The body is exactly what
+//! `POST /v1/events` on the core accepts, and each event carries an id minted here so that
+//! a batch the platform retries counts once.
+//!
+//! Where an instance serves many requests (Spin, Workers isolates, the native node), an
+//! outbound call per request would cost more than the request itself: a [`Coalescer`]
+//! holds the batches that arrive while a post is in flight and sends them as one [`Post`]
+//! when it is answered, so under load an instance makes one call per round trip to the
+//! core. Nothing waits for a timer, so nothing is held back at low load, and the sending
+//! task runs until the queue is empty, so retiring an instance loses nothing.
 
 use verge_shared::ids::format_id;
 use verge_shared::time::rfc3339_millis;
@@ -103,5 +110,147 @@ fn truncate(value: &str) -> &str {
     match value.char_indices().nth(MAX_FIELD_CHARS) {
         Some((cut, _)) => &value[..cut],
         None => value,
+    }
+}
+
+/// The core's limit on events in one `POST /v1/events`.
+pub const MAX_POST_EVENTS: usize = 1000;
+
+/// The number of events in a batch [`Events::into_batch`] made: every event opens with its
+/// id, and string values escape their quotes, so the pattern counts events exactly.
+pub fn count_events(batch: &[u8]) -> usize {
+    batch.windows(7).filter(|w| *w == b"{\"id\":\"").count()
+}
+
+/// One `{"events":[…]}` body merged from request batches.
+#[derive(Debug, Default)]
+pub struct Post {
+    body: Vec<u8>,
+    count: usize,
+}
+
+impl Post {
+    /// Adds a batch's events; a batch of another shape is left out and `false` returned.
+    pub fn add(&mut self, batch: &[u8]) -> bool {
+        const HEAD: &[u8] = b"{\"events\":[";
+        let Some(inner) = batch.strip_prefix(HEAD).and_then(|rest| rest.strip_suffix(b"]}")) else {
+            return false;
+        };
+        if !inner.is_empty() {
+            if self.count > 0 {
+                self.body.push(b',');
+            }
+            self.body.extend_from_slice(inner);
+            self.count += count_events(inner);
+        }
+        true
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 13);
+        out.extend_from_slice(b"{\"events\":[");
+        out.extend_from_slice(&self.body);
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+/// The batches of one instance waiting for its post in flight; see the module docs.
+#[derive(Debug, Default)]
+pub struct Coalescer {
+    waiting: std::collections::VecDeque<(Vec<u8>, usize)>,
+    sending: bool,
+}
+
+impl Coalescer {
+    /// Queues a request's batch. True when no post is in flight: the caller must then start
+    /// the sending task, which sends [`Coalescer::next_post`] until it answers `None`.
+    pub fn add(&mut self, batch: Vec<u8>) -> bool {
+        let count = count_events(&batch);
+        self.waiting.push_back((batch, count));
+        !std::mem::replace(&mut self.sending, true)
+    }
+
+    /// Everything waiting, merged into posts of at most [`MAX_POST_EVENTS`]; `None` when
+    /// nothing is, which ends the sending task (the next [`Coalescer::add`] starts another).
+    pub fn next_post(&mut self) -> Option<Vec<u8>> {
+        let mut post = Post::default();
+        while let Some((_, count)) = self.waiting.front() {
+            if post.count() > 0 && post.count() + count > MAX_POST_EVENTS {
+                break;
+            }
+            let (batch, _) = self.waiting.pop_front().expect("a front");
+            post.add(&batch);
+        }
+        if post.count() == 0 {
+            self.sending = false;
+            return None;
+        }
+        Some(post.finish())
+    }
+
+    /// Ends the sending task before the queue is empty, for platforms that bound how long
+    /// a request's work may run after its response (Workers' `waitUntil`): the next
+    /// [`Coalescer::add`] starts a task that takes over what still waits.
+    pub fn release(&mut self) {
+        self.sending = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(ids: &[&str]) -> Vec<u8> {
+        let events: Vec<String> = ids.iter().map(|id| format!(r#"{{"id":"{id}","kind":"k","data":{{}}}}"#)).collect();
+        format!(r#"{{"events":[{}]}}"#, events.join(",")).into_bytes()
+    }
+
+    #[test]
+    fn batches_merge_into_one_body_with_their_events_counted() {
+        let mut post = Post::default();
+        assert!(post.add(br#"{"events":[{"id":"evt_1","kind":"a","data":{"x":"{\"id\":\""}}]}"#));
+        assert!(post.add(&batch(&["evt_2", "evt_3"])));
+        assert!(!post.add(b"not a batch"));
+        assert_eq!(post.count(), 3);
+        let body = post.finish();
+        let parsed: serde_json::Value = serde_json::from_slice(&body).expect("one JSON body");
+        let ids: Vec<&str> = parsed["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["evt_1", "evt_2", "evt_3"]);
+    }
+
+    #[test]
+    fn batches_arriving_during_a_post_go_out_together_in_the_next() {
+        let mut coalescer = Coalescer::default();
+        assert!(coalescer.add(batch(&["evt_1"])), "the first batch starts a sender");
+        let first = coalescer.next_post().unwrap();
+        assert_eq!(count_events(&first), 1);
+        // While that post is in flight, three requests finish: no new sender each.
+        for id in ["evt_2", "evt_3", "evt_4"] {
+            assert!(!coalescer.add(batch(&[id])));
+        }
+        let second = coalescer.next_post().unwrap();
+        assert_eq!(count_events(&second), 3);
+        assert!(coalescer.next_post().is_none(), "the sender ends when nothing waits");
+        assert!(coalescer.add(batch(&["evt_5"])), "and the next batch starts another");
+        coalescer.release();
+        assert!(coalescer.add(batch(&["evt_6"])), "a released sender is replaced by the next batch's");
+        assert_eq!(count_events(&coalescer.next_post().unwrap()), 2, "which takes what still waited");
+    }
+
+    #[test]
+    fn a_post_never_holds_more_than_the_core_takes() {
+        let mut coalescer = Coalescer::default();
+        let ids: Vec<String> = (0..600).map(|i| format!("evt_{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        coalescer.add(batch(&refs));
+        coalescer.add(batch(&refs));
+        coalescer.add(batch(&refs[..10]));
+        let sizes: Vec<usize> = std::iter::from_fn(|| coalescer.next_post()).map(|post| count_events(&post)).collect();
+        assert_eq!(sizes, [600, 610], "every event once, no post over {MAX_POST_EVENTS}");
     }
 }

@@ -6,7 +6,7 @@
 //! from the header the `country_header` variable names (see `crate::client`); events go to the
 //! core's ingest endpoint named by the `core_url` and `ingest_key` variables, in a task
 //! that keeps running after the response is returned (WASIp3 lets an export continue after
-//! it has produced its value).
+//! it has produced its value), merged across the requests of an instance.
 
 use std::cell::OnceCell;
 use std::net::SocketAddr;
@@ -51,6 +51,12 @@ thread_local! {
     static STORE: OnceCell<Rc<Store>> = const { OnceCell::new() };
 }
 
+thread_local! {
+    /// Event batches of this instance's requests waiting for its post in flight: one
+    /// outbound call per round trip to the core, not per request (`crate::events`).
+    static WAITING: std::cell::RefCell<crate::events::Coalescer> = std::cell::RefCell::default();
+}
+
 struct SpinHost {
     client: Client,
 }
@@ -90,13 +96,15 @@ impl Host for SpinHost {
 
     #[allow(clippy::print_stderr, reason = "stderr is the platform's log")]
     fn send_after_response(&self, batch: Vec<u8>) {
-        if !self.reports_events() {
-            return;
+        if !self.reports_events() || !WAITING.with(|waiting| waiting.borrow_mut().add(batch)) {
+            return; // Not reporting, or the task sending for this instance will take it.
         }
         spin_sdk::wasip3::spawn(async move {
-            if let Err(err) = send_events(batch).await {
-                // The batch is lost: events are telemetry the edge never acknowledged.
-                eprintln!("verge edge: events not delivered: {err}");
+            while let Some(post) = WAITING.with(|waiting| waiting.borrow_mut().next_post()) {
+                if let Err(err) = send_events(post).await {
+                    // The post is lost: events are telemetry the edge never acknowledged.
+                    eprintln!("verge edge: events not delivered: {err}");
+                }
             }
         });
     }

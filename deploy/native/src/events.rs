@@ -16,9 +16,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
+use verge_edge::events::{MAX_POST_EVENTS, Post};
 
-/// Events in one post: the core's batch limit.
-const MAX_EVENTS: usize = 1000;
 /// Tries per post before its events are given up (logged with their count).
 const ATTEMPTS: u32 = 4;
 
@@ -66,15 +65,16 @@ async fn send_loop(mut rx: mpsc::UnboundedReceiver<Vec<u8>>, endpoint: String, k
     let auth = format!("Bearer {key}");
     while let Some(first) = rx.recv().await {
         let mut post = Post::default();
-        post.add(&first);
+        add(&mut post, &first);
         // Whatever else is already queued rides along, up to the batch limit.
-        while post.count < MAX_EVENTS {
+        while post.count() < MAX_POST_EVENTS {
             match rx.try_recv() {
-                Ok(batch) => post.add(&batch),
+                Ok(batch) => add(&mut post, &batch),
                 Err(_) => break,
             }
         }
-        let (count, body) = post.finish();
+        let count = post.count();
+        let body = Bytes::from(post.finish());
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -102,55 +102,8 @@ async fn send_loop(mut rx: mpsc::UnboundedReceiver<Vec<u8>>, endpoint: String, k
     }
 }
 
-/// One `{"events":[…]}` body assembled from the application's batches.
-#[derive(Debug, Default)]
-struct Post {
-    body: Vec<u8>,
-    count: usize,
-}
-
-impl Post {
-    fn add(&mut self, batch: &[u8]) {
-        const HEAD: &[u8] = b"{\"events\":[";
-        let Some(inner) = batch.strip_prefix(HEAD).and_then(|rest| rest.strip_suffix(b"]}")) else {
-            tracing::warn!("an event batch of an unknown shape was dropped");
-            return;
-        };
-        if inner.is_empty() {
-            return;
-        }
-        if self.count > 0 {
-            self.body.push(b',');
-        }
-        self.body.extend_from_slice(inner);
-        // Every event opens with its id, and string values escape their quotes, so this
-        // pattern counts events exactly.
-        self.count += inner.windows(7).filter(|w| *w == b"{\"id\":\"").count();
-    }
-
-    fn finish(self) -> (usize, Bytes) {
-        let mut out = Vec::with_capacity(self.body.len() + 13);
-        out.extend_from_slice(b"{\"events\":[");
-        out.extend_from_slice(&self.body);
-        out.extend_from_slice(b"]}");
-        (self.count, Bytes::from(out))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_merge_into_one_body_with_their_events_counted() {
-        let mut post = Post::default();
-        post.add(br#"{"events":[{"id":"evt_1","kind":"a","data":{"x":"{\"id\":\""}}]}"#);
-        post.add(br#"{"events":[{"id":"evt_2","kind":"b"},{"id":"evt_3","kind":"c"}]}"#);
-        post.add(b"not a batch");
-        let (count, body) = post.finish();
-        assert_eq!(count, 3);
-        let parsed: Vec<&str> = std::str::from_utf8(&body).unwrap().matches("\"id\":\"evt_").collect();
-        assert_eq!(parsed.len(), 3);
-        assert!(body.starts_with(b"{\"events\":[{\"id\":\"evt_1\"") && body.ends_with(b"}]}"));
+fn add(post: &mut Post, batch: &[u8]) {
+    if !post.add(batch) {
+        tracing::warn!("an event batch of an unknown shape was dropped");
     }
 }
