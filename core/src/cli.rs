@@ -494,7 +494,7 @@ async fn publish_snapshot(config: Config, target: Target, out: PathBuf) -> anyho
     );
     progress.0.set_prefix(out.display().to_string());
     progress.0.enable_steady_tick(std::time::Duration::from_millis(100));
-    let sources = publish::sources();
+    let sources = crate::server::edge_sources();
     let (report, wrote) = match target {
         Target::Local | Target::Spin => {
             let store = LocalEdgeStore::open(&out.join("kv.db")).await?;

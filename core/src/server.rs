@@ -60,6 +60,12 @@ impl std::fmt::Debug for App {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Every capability's edge dataset source, in publishing order. Capabilities add theirs
+/// here, where their routes are added too, so `publish` never imports the domains it serves.
+pub fn edge_sources() -> Vec<Arc<dyn publish::DatasetSource>> {
+    vec![Arc::new(edge::settings::SettingsSource), Arc::new(links::LinksSource), Arc::new(flags::FlagsSource)]
+}
+
 impl App {
     /// Connects to the database and cache the configuration names, applies migrations,
     /// and builds the router.
@@ -75,7 +81,7 @@ impl App {
             let url = secrecy::ExposeSecret::expose_secret(url);
             stores.push(Arc::new(publish::RedisEdgeStore::connect(url, &config.edge_redis_prefix).await?));
         }
-        let publisher = Publisher::new(db.clone(), publish::sources(), stores);
+        let publisher = Publisher::new(db.clone(), edge_sources(), stores);
         Ok(App::from_parts(config, db, cache, publisher))
     }
 
@@ -91,7 +97,7 @@ impl App {
 fn documented_routes() -> OpenApiRouter<AppState> {
     let v1 = OpenApiRouter::new()
         .merge(keys::routes::router())
-        .routes(routes!(audit::list_entries))
+        .routes(routes!(audit::routes::list_entries))
         .routes(routes!(events::ingest))
         .routes(routes!(edge::settings::get_settings, edge::settings::put_settings))
         .routes(routes!(links::api::create_link, links::api::list_links))

@@ -8,24 +8,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::access::{FlagReaders, FlagWriters};
 use super::{ClientKey, Environment};
 use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
-use crate::keys::{Authorized, Grants, Scope};
+use crate::keys::Authorized;
 use crate::state::AppState;
-
-/// Keys that may change flags.
-#[derive(Debug)]
-pub(crate) struct FlagWriters;
-impl Grants for FlagWriters {
-    const SCOPES: &'static [Scope] = &[Scope::FlagsWrite];
-}
-
-/// Keys that may read flags.
-#[derive(Debug)]
-pub(crate) struct FlagReaders;
-impl Grants for FlagReaders {
-    const SCOPES: &'static [Scope] = &[Scope::Read, Scope::FlagsWrite];
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

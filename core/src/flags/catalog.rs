@@ -15,7 +15,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{FlagReaders, FlagWriters};
+use super::access::{FlagReaders, FlagWriters};
 use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
 use crate::keys::Authorized;
 use crate::pagination::{Cursor, Page, PageParams};

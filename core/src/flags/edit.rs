@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use super::api::{FlagReaders, FlagWriters};
+use super::access::{FlagReaders, FlagWriters};
 use super::changes::{Change, apply_directly};
 use super::{dataset, load};
 use crate::audit::AuditEntry;
@@ -202,11 +202,11 @@ pub(crate) async fn environment_audit(
     let mut conn = state.db.pool().acquire().await?;
     load(&mut conn, &project, &env).await?;
     drop(conn);
-    let filter = crate::audit::AuditFilter {
+    let filter = crate::audit::routes::AuditFilter {
         target_type: None,
         target_id: None,
         actor: None,
         target_under: Some(dataset(&project, &env)),
     };
-    crate::audit::list_entries(State(state), authorized, ApiQuery(filter), ApiQuery(page)).await
+    crate::audit::routes::list_entries(State(state), authorized, ApiQuery(filter), ApiQuery(page)).await
 }

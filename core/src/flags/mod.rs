@@ -5,6 +5,7 @@
 //! edges run (`verge_shared::flags`), so a set the core accepts is a set every edge can
 //! evaluate. The same functions serve the API and `verge flags`, as `keys` does.
 
+mod access;
 pub(crate) mod api;
 pub(crate) mod catalog;
 pub(crate) mod changes;

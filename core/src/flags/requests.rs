@@ -27,7 +27,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::{FlagReaders, FlagWriters};
+use super::access::{FlagReaders, FlagWriters};
 use super::changes::{Change, commit};
 use crate::audit::Actor;
 use crate::db::Database;

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
 
-use super::api::FlagReaders;
+use super::access::FlagReaders;
 use crate::error::{ApiError, ApiQuery, FieldError, Problem};
 use crate::keys::Authorized;
 use crate::state::AppState;

@@ -103,15 +103,6 @@ pub struct Report {
     pub keys_removed: usize,
 }
 
-/// Every capability's dataset source, in publishing order. Capabilities add theirs here.
-pub fn sources() -> Vec<Arc<dyn DatasetSource>> {
-    vec![
-        Arc::new(crate::edge::settings::SettingsSource),
-        Arc::new(crate::links::LinksSource),
-        Arc::new(crate::flags::FlagsSource),
-    ]
-}
-
 /// Records, inside the caller's transaction, that `dataset` changed and must be published.
 pub async fn enqueue(conn: &mut sqlx::AnyConnection, dataset: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO outbox (id, dataset, created_at) VALUES ($1, $2, $3)")

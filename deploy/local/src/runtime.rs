@@ -214,7 +214,7 @@ impl Runtime {
             Ok(response) => response,
             Err(err) => {
                 tracing::error!(error = %format!("{err:#}"), "edge component failed");
-                crate::server::problem(
+                problem(
                     http::StatusCode::INTERNAL_SERVER_ERROR,
                     "edge_component_failed",
                     "the edge component failed to answer",
@@ -388,4 +388,19 @@ where
         .map_err(|_| wasmtime_wasi_http::Error::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)))
         .boxed_unsync();
     http::Request::from_parts(parts, body)
+}
+
+/// A problem+json response from the host itself (the component could not answer).
+pub(crate) fn problem(status: http::StatusCode, code: &str, detail: &str) -> Response {
+    let body = format!(
+        r#"{{"type":"about:blank","status":{},"code":"{code}","title":"{}","detail":"{detail}"}}"#,
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error"),
+    );
+    let mut response = http::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/problem+json"));
+    response
 }

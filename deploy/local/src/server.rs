@@ -7,14 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::runtime::{Response, Runtime};
+use crate::runtime::Runtime;
 
 /// Serves until `shutdown` resolves, then drains connections for at most `grace`.
 pub(crate) async fn serve(
@@ -61,19 +59,4 @@ pub(crate) async fn serve(
     }
     runtime.shut_down(grace).await;
     Ok(())
-}
-
-/// A problem+json response from the host itself (the component could not answer).
-pub(crate) fn problem(status: http::StatusCode, code: &str, detail: &str) -> Response {
-    let body = format!(
-        r#"{{"type":"about:blank","status":{},"code":"{code}","title":"{}","detail":"{detail}"}}"#,
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error"),
-    );
-    let mut response = http::Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/problem+json"));
-    response
 }
