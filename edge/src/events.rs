@@ -85,6 +85,11 @@ impl Events {
         self.count += 1;
     }
 
+    /// False when the platform will not send events: skip work done only for them.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn len(&self) -> usize {
         self.count
     }

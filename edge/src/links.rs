@@ -55,7 +55,8 @@ pub(crate) async fn serve<H: Host>(
         _ => false,
     };
     let decision = links::decide(&link, &visit, password_ok);
-    if let Decision::Redirect { .. } = decision {
+    // The click event (and the visitor hash in it, a SHA-256) only where events are sent.
+    if let (Decision::Redirect { .. }, true) = (&decision, events.is_enabled()) {
         let bot = method == Method::HEAD || agent.bot;
         let ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
         let salt = visitor_salt(host).await;
