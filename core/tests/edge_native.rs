@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::fresh_config;
 use common::process::{
-    Running, free_port, http, publish_local, serve_native, start_core_for_edges, start_core_for_edges_with,
+    Running, free_port, http, publish_local, serve_native, start_core_for_edges, start_core_for_edges_with, until,
 };
 
 /// A Redis URL for this test, and the server when the test had to start one.
@@ -34,14 +34,6 @@ fn redis() -> (String, Option<Running>) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (url, Some(Running(server)))
-}
-
-fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[tokio::test]

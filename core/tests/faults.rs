@@ -11,18 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fresh_config;
-use common::process::{Reply, http, serve_native, start_core_for_edges, start_core_for_edges_with};
+use common::process::{Reply, http, serve_native, start_core_for_edges, start_core_for_edges_with, until};
 use common::services::{PrivatePostgres, PrivateRedis};
 use serde_json::json;
 use verge_core::Config;
-
-fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The core's address and an admin key: enough to call it from any thread.
 #[derive(Clone)]

@@ -9,20 +9,12 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::process::{CoreForEdges, Reply, Running, free_port, http, serve_native, verge, wait_for_http};
+use common::process::{CoreForEdges, Reply, Running, free_port, http, serve_native, until, verge, wait_for_http};
 use common::services::{PrivatePostgres, PrivateRedis};
 use serde_json::{Value, json};
 use verge_core::Config;
-
-fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[derive(Clone)]
 struct Replica {

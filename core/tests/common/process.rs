@@ -347,3 +347,12 @@ pub async fn wait_for_events(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Polls `done` every 20 ms, failing the test if it does not hold within `within`.
+pub fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
