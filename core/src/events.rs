@@ -188,7 +188,7 @@ pub(crate) async fn ingest(
 
 /// Takes `events` from the key's per-minute bucket, or answers 429 with when they fit.
 async fn take_quota(state: &AppState, key_id: &str, events: usize, now: Millis) -> Result<(), ApiError> {
-    let policy = Policy { limit: state.config.ingest_events_per_minute, period_us: 60_000_000 };
+    let policy = Policy::per_period(state.config.ingest_events_per_minute, 60_000_000);
     let now_us = now.0.max(0) as u64 * 1000;
     let decision = state.cache.take(&format!("ingest-quota:{key_id}"), policy, events as u32, now_us).await?;
     if decision.allowed {

@@ -76,7 +76,7 @@ async fn compare_and_set_only_replaces_what_was_expected() {
 #[tokio::test]
 async fn take_follows_the_shared_gcra_decision() {
     let cache = fresh_cache().await;
-    let policy = Policy { limit: 3, period_us: 3 * SECOND_US };
+    let policy = Policy::per_period(3, 3 * SECOND_US);
     let t0 = 1_900_000_000 * SECOND_US;
     let schedule = [t0, t0, t0, t0, t0 + SECOND_US, t0 + SECOND_US, t0 + 10 * SECOND_US];
     let mut tat = None;
@@ -93,7 +93,7 @@ async fn take_follows_the_shared_gcra_decision() {
 #[tokio::test]
 async fn concurrent_takes_never_exceed_the_limit() {
     let cache = fresh_cache().await;
-    let policy = Policy { limit: 10, period_us: 60 * SECOND_US };
+    let policy = Policy::per_period(10, 60 * SECOND_US);
     let now = 1_900_000_000 * SECOND_US;
     let tasks: Vec<_> = (0..100)
         .map(|_| {

@@ -9,6 +9,7 @@ pub mod gcra;
 pub mod ids;
 pub mod kv;
 pub mod links;
+pub mod ratelimit;
 pub mod settings;
 pub mod time;
 

@@ -40,7 +40,7 @@ return 1
 
 /// The GCRA update of `verge_shared::gcra::decide`, mirrored: reads the TAT, stores the
 /// new one if the request fits, and returns the stored TAT before and after (0 = none).
-/// ARGV: now_us, emission interval us, capacity us (interval * limit), cost.
+/// ARGV: now_us, emission interval us, capacity us (interval * burst), cost.
 const TAKE: &str = r"
 local now = tonumber(ARGV[1])
 local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -149,7 +149,7 @@ impl Store for RedisStore {
     }
 
     async fn take(&self, key: &str, policy: Policy, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
-        if cost > policy.limit {
+        if cost > policy.burst.max(1) {
             // Never allowed and never stored: no round trip needed.
             return Ok(gcra::decide(policy, None, now_us, cost).0);
         }
@@ -160,7 +160,7 @@ impl Store for RedisStore {
             .key(self.key(key))
             .arg(now_us)
             .arg(interval)
-            .arg(interval * u64::from(policy.limit))
+            .arg(policy.capacity_us())
             .arg(cost)
             .invoke_async(&mut conn)
             .await
