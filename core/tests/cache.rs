@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::fresh_cache;
 use verge_core::cache::{CacheError, Policy};
 use verge_shared::gcra;
+use verge_shared::ratelimit::{Algorithm, Limit};
 
 const SECOND_US: u64 = 1_000_000;
 
@@ -106,6 +107,56 @@ async fn concurrent_takes_never_exceed_the_limit() {
         allowed += usize::from(task.await.unwrap());
     }
     assert_eq!(allowed, 10);
+}
+
+fn window(algorithm: Algorithm, limit: u32, period_secs: u32) -> Limit {
+    Limit { algorithm, limit, period_secs, burst: limit }
+}
+
+#[tokio::test]
+async fn window_takes_follow_the_shared_decision() {
+    let cache = fresh_cache().await;
+    for algorithm in [Algorithm::FixedWindow, Algorithm::SlidingWindow] {
+        let limit = window(algorithm, 4, 10);
+        let key = algorithm.as_str();
+        // Within a window, across the boundary, and halfway into the next.
+        let t0 = 1_900_000_000 * SECOND_US + 7 * SECOND_US;
+        let mut schedule = vec![t0; 5];
+        schedule.extend([t0 + 3 * SECOND_US; 3]);
+        schedule.extend([t0 + 8 * SECOND_US; 5]);
+        schedule.push(t0 + 40 * SECOND_US);
+        let mut state = None;
+        for (i, now) in schedule.into_iter().enumerate() {
+            let (expected, next) = limit.decide_window(state, now, 1);
+            state = next.or(state);
+            let got = cache.take_window(key, &limit, 1, now).await.unwrap();
+            assert_eq!(got, expected, "{key}, request {i} at +{} us", now - t0);
+        }
+        let too_big = cache.take_window(key, &limit, 5, t0 + 40 * SECOND_US).await.unwrap();
+        assert!(!too_big.allowed && too_big.retry_after_us == u64::MAX, "{key}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_window_takes_allow_exactly_the_limit() {
+    let cache = fresh_cache().await;
+    for algorithm in [Algorithm::FixedWindow, Algorithm::SlidingWindow] {
+        let limit = window(algorithm, 10, 60);
+        let now = 1_900_000_000 * SECOND_US;
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(
+                    async move { cache.take_window(algorithm.as_str(), &limit, 1, now).await.unwrap().allowed },
+                )
+            })
+            .collect();
+        let mut allowed = 0;
+        for task in tasks {
+            allowed += usize::from(task.await.unwrap());
+        }
+        assert_eq!(allowed, 10, "{}", algorithm.as_str());
+    }
 }
 
 #[tokio::test]

@@ -12,6 +12,8 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use verge_shared::gcra::{self, Decision, Policy};
+use verge_shared::ratelimit::Limit;
+use verge_shared::ratelimit::window::WindowState;
 
 use super::{CacheError, Store};
 
@@ -32,6 +34,8 @@ struct Maps {
     values: DashMap<String, Value>,
     /// TAT in microseconds since the Unix epoch; 0 means "never used".
     buckets: DashMap<String, Arc<AtomicU64>>,
+    /// Window buckets, each with the instant (µs) after which it says nothing any more.
+    windows: DashMap<String, (WindowState, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +75,7 @@ async fn sweep(maps: Weak<Maps>) {
         // racing this removal may update the removed bucket; it then counted against a
         // full bucket, which is the state the new one starts in anyway.
         maps.buckets.retain(|_, tat| tat.load(Ordering::Acquire) > now_us);
+        maps.windows.retain(|_, (_, until)| *until > now_us);
     }
 }
 
@@ -165,6 +170,19 @@ impl Store for MemoryStore {
                 Err(actual) => stored = actual,
             }
         }
+    }
+
+    async fn take_window(&self, key: &str, limit: &Limit, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
+        // The shard lock held by the entry makes read-decide-write one step.
+        let mut entry = self.maps.windows.entry(key.to_owned()).or_insert((WindowState::default(), 0));
+        let (state, until) = &mut *entry;
+        let stored = (*until > now_us).then_some(*state);
+        let (decision, next) = limit.decide_window(stored, now_us, cost);
+        if let Some(next) = next {
+            *state = next;
+            *until = (next.window + 2).saturating_mul(limit.period_us());
+        }
+        Ok(decision)
     }
 
     async fn ping(&self) -> Result<(), CacheError> {

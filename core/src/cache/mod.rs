@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 pub use verge_shared::gcra::{Decision, Policy};
+use verge_shared::ratelimit::Limit;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
@@ -60,11 +61,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Takes `cost` units from the GCRA bucket at `key`, atomically; see `verge_shared::gcra`.
     async fn take(&self, key: &str, policy: Policy, cost: u32, now_us: u64) -> Result<Decision, CacheError>;
 
+    /// Counts `cost` in the fixed or sliding window bucket at `key` if it fits, atomically;
+    /// see `verge_shared::ratelimit::window`. `limit` must be a window algorithm.
+    async fn take_window(&self, key: &str, limit: &Limit, cost: u32, now_us: u64) -> Result<Decision, CacheError>;
+
     /// A round trip to the backend, for readiness checks.
     async fn ping(&self) -> Result<(), CacheError>;
 
     /// `redis` or `memory`, for diagnostics.
     fn backend(&self) -> &'static str;
+}
+
+/// Decides a request of `cost` under `limit`, whichever algorithm it uses.
+pub async fn take_limit(
+    cache: &dyn Store,
+    key: &str,
+    limit: &Limit,
+    cost: u32,
+    now_us: u64,
+) -> Result<Decision, CacheError> {
+    match limit.window() {
+        Some(_) => cache.take_window(key, limit, cost, now_us).await,
+        None => cache.take(key, limit.gcra(), cost, now_us).await,
+    }
 }
 
 /// Opens the backend the configuration selects.

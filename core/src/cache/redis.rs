@@ -10,6 +10,8 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use verge_shared::gcra::{self, Decision, Policy};
+use verge_shared::ratelimit::Limit;
+use verge_shared::ratelimit::window::{Kind, WindowState};
 
 use super::{CacheError, Store};
 
@@ -54,12 +56,47 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {stored, new_tat}
 ";
 
+/// `verge_shared::ratelimit::window::decide`, mirrored: a hash of the window index (`w`)
+/// and the current (`c`) and previous (`p`) counts. Returns the stored state before (`w`
+/// -1 for none) and 1 when the request was counted. The estimate uses the same double
+/// arithmetic, in the same order, as the Rust.
+/// ARGV: now_us, period_us, limit, cost, 1 for sliding.
+const TAKE_WINDOW: &str = r"
+local now = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local stored = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
+local w = tonumber(stored[1])
+local c = tonumber(stored[2]) or 0
+local p = tonumber(stored[3]) or 0
+local elapsed = math.fmod(now, period)
+local index = (now - elapsed) / period
+local current, previous = 0, 0
+if w then
+  if w >= index then
+    index = w
+    current, previous = c, p
+  elseif w + 1 == index then
+    previous = c
+  end
+end
+local used = current
+if ARGV[5] == '1' then used = previous * ((period - elapsed) / period) + current end
+if cost > limit or used + cost > limit then return {w or -1, c, p, 0} end
+redis.call('HSET', KEYS[1], 'w', string.format('%d', index), 'c', string.format('%d', current + cost),
+  'p', string.format('%d', previous))
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(2 * period / 1000)))
+return {w or -1, c, p, 1}
+";
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     increment: Script,
     compare_and_set: Script,
     take: Script,
+    take_window: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -83,6 +120,7 @@ impl RedisStore {
             increment: Script::new(INCREMENT),
             compare_and_set: Script::new(COMPARE_AND_SET),
             take: Script::new(TAKE),
+            take_window: Script::new(TAKE_WINDOW),
         })
     }
 
@@ -168,6 +206,30 @@ impl Store for RedisStore {
         // The script made the same decision atomically; recompute its figures here
         // from the TAT it saw, so the arithmetic stays in one place.
         Ok(gcra::decide(policy, (stored != 0).then_some(stored), now_us, cost).0)
+    }
+
+    async fn take_window(&self, key: &str, limit: &Limit, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
+        let kind = limit.window().expect("take_window is for window algorithms");
+        if cost > limit.limit {
+            return Ok(limit.decide_window(None, now_us, cost).0);
+        }
+        let mut conn = self.conn.clone();
+        let (window, current, previous, counted): (i64, u64, u64, u8) = self
+            .take_window
+            .key(self.key(key))
+            .arg(now_us)
+            .arg(limit.period_us())
+            .arg(limit.limit)
+            .arg(cost)
+            .arg(if kind == Kind::Sliding { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let before = u64::try_from(window).ok().map(|window| WindowState { window, current, previous });
+        // The script counted (or not) atomically; the figures come from the one Rust
+        // function, given the state the script saw.
+        let (decision, _) = limit.decide_window(before, now_us, cost);
+        Ok(Decision { allowed: counted == 1, ..decision })
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
