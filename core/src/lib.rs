@@ -23,6 +23,7 @@ mod metrics;
 mod openapi;
 pub mod pagination;
 pub mod publish;
+mod ratelimit;
 pub mod server;
 mod state;
 pub mod time;

@@ -29,7 +29,7 @@ use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
 pub use crate::state::AppState;
-use crate::{audit, edge, events, flags, health, keys, links, openapi};
+use crate::{audit, edge, events, flags, health, keys, links, openapi, ratelimit};
 
 /// A built service: its router, the state behind it, and its API description.
 #[derive(Clone)]
@@ -63,7 +63,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Every capability's edge dataset source, in publishing order. Capabilities add theirs
 /// here, where their routes are added too, so `publish` never imports the domains it serves.
 pub fn edge_sources() -> Vec<Arc<dyn publish::DatasetSource>> {
-    vec![Arc::new(edge::settings::SettingsSource), Arc::new(links::LinksSource), Arc::new(flags::FlagsSource)]
+    vec![
+        Arc::new(edge::settings::SettingsSource),
+        Arc::new(links::LinksSource),
+        Arc::new(flags::FlagsSource),
+        Arc::new(ratelimit::RatelimitSource),
+    ]
 }
 
 impl App {
@@ -126,7 +131,15 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(links::qr::link_qr))
         .routes(routes!(links::domains::create_domain, links::domains::list_domains))
         .routes(routes!(links::domains::update_domain, links::domains::delete_domain))
-        .routes(routes!(links::api::get_link, links::api::update_link, links::api::delete_link));
+        .routes(routes!(links::api::get_link, links::api::update_link, links::api::delete_link))
+        .routes(routes!(ratelimit::policies::create_policy, ratelimit::policies::list_policies))
+        .routes(routes!(
+            ratelimit::policies::get_policy,
+            ratelimit::policies::replace_policy,
+            ratelimit::policies::delete_policy
+        ))
+        .routes(routes!(ratelimit::envoy::import, ratelimit::envoy::export))
+        .routes(routes!(ratelimit::check::check));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

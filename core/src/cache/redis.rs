@@ -113,7 +113,7 @@ fn backend(err: redis::RedisError) -> CacheError {
 impl RedisStore {
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, CacheError> {
         let client = redis::Client::open(url).map_err(backend)?;
-        let conn = ConnectionManager::new(client).await.map_err(backend)?;
+        let conn = ConnectionManager::new_with_config(client, fail_fast()).await.map_err(backend)?;
         Ok(RedisStore {
             conn,
             prefix: prefix.to_owned(),
@@ -127,6 +127,17 @@ impl RedisStore {
     fn key(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
     }
+}
+
+/// Redis down must cost a request milliseconds, not the connection manager's default of
+/// six reconnects with jittered backoff of a second and more and no timeout: without
+/// retries a rate-limit decision falls back to its policy's failure mode at once, and the
+/// next request tries to reconnect again.
+fn fail_fast() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(0)
+        .set_connection_timeout(Duration::from_millis(500))
+        .set_response_timeout(Duration::from_secs(2))
 }
 
 fn millis(ttl: Duration) -> u64 {

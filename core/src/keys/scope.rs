@@ -1,6 +1,7 @@
 //! What a key may do. `admin` may do everything; `read` may read everything except keys;
 //! `events:ingest` is for edges sending events back;
-//! capability write scopes (`links:write`, `flags:write`) let a key change one capability.
+//! capability write scopes (`links:write`, `flags:write`, `ratelimit:write`) let a key
+//! change one capability; `ratelimit:check` lets an origin ask for decisions and nothing else.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,10 +24,24 @@ pub enum Scope {
     /// Change feature flags, their environments and client keys.
     #[serde(rename = "flags:write")]
     FlagsWrite,
+    /// Change rate-limit policies.
+    #[serde(rename = "ratelimit:write")]
+    RatelimitWrite,
+    /// Ask the global tier for decisions (`POST /v1/ratelimit/check`), for origins and gateways.
+    #[serde(rename = "ratelimit:check")]
+    RatelimitCheck,
 }
 
 impl Scope {
-    pub const ALL: &[Scope] = &[Scope::Admin, Scope::Read, Scope::IngestEvents, Scope::LinksWrite, Scope::FlagsWrite];
+    pub const ALL: &[Scope] = &[
+        Scope::Admin,
+        Scope::Read,
+        Scope::IngestEvents,
+        Scope::LinksWrite,
+        Scope::FlagsWrite,
+        Scope::RatelimitWrite,
+        Scope::RatelimitCheck,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,6 +50,8 @@ impl Scope {
             Scope::IngestEvents => "events:ingest",
             Scope::LinksWrite => "links:write",
             Scope::FlagsWrite => "flags:write",
+            Scope::RatelimitWrite => "ratelimit:write",
+            Scope::RatelimitCheck => "ratelimit:check",
         }
     }
 }

@@ -125,12 +125,22 @@ impl PrivateRedis {
     /// Kills it (SIGKILL: no save, clients cut off), waits `down`, and starts it again,
     /// empty, on the same port.
     pub fn crash_and_restart(&mut self, down: Duration) {
+        self.crash();
+        std::thread::sleep(down);
+        self.start_server();
+    }
+
+    /// Kills it (SIGKILL) and leaves it down until [`PrivateRedis::restart`].
+    pub fn crash(&mut self) {
         if let Some(mut server) = self.server.take() {
             let child = &mut server.0;
             child.kill().expect("kill redis-server");
             child.wait().expect("reap redis-server");
         }
-        std::thread::sleep(down);
+    }
+
+    /// Starts it again, empty, on the same port.
+    pub fn restart(&mut self) {
         self.start_server();
     }
 
