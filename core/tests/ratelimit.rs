@@ -273,6 +273,9 @@ async fn malformed_checks_are_refused_with_pointers() {
         (0..101).map(|i| json!({"entries": [{"key": "user", "value": format!("u{i}")}]})).collect();
     assert_eq!(check(&app, &checker, "api", json!(too_many)).await.validation_fields(), ["/descriptors"]);
     assert_eq!(check(&app, &checker, "api", json!([])).await.validation_fields(), ["/descriptors"]);
+    assert_eq!(check(&app, &checker, "", api_key("k")).await.validation_fields(), ["/domain"]);
+    let whole = json!([{"entries": [{"key": "user", "value": "u"}], "cost": 2.0}]);
+    assert_eq!(check(&app, &checker, "api", whole).await.status, StatusCode::OK, "2.0 is a whole number");
     let bad = json!([{"entries": []}, {"entries": [{"key": "user", "value": "u"}], "cost": 0}]);
     assert_eq!(
         check(&app, &checker, "api", bad).await.validation_fields(),

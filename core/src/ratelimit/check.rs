@@ -45,8 +45,8 @@ pub(crate) struct CheckDescriptor {
     #[schema(min_items = 1, max_items = 9)]
     entries: Vec<CheckEntry>,
     /// How many units this request takes (default 1), envoy's `hits_addend`.
-    #[schema(minimum = 1, maximum = 1_000_000)]
-    cost: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    cost: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -95,9 +95,23 @@ fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
+/// A whole number in 1..=MAX_COST; JSON writes `3` and `3.0` alike.
+fn cost_of(cost: Option<f64>) -> Option<u32> {
+    match cost {
+        None => Some(1),
+        Some(c) if c.fract() == 0.0 && (1.0..=f64::from(MAX_COST)).contains(&c) => Some(c as u32),
+        Some(_) => None,
+    }
+}
+
 fn check_request(request: &CheckRequest) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     let error = |field: String, message: &str| FieldError { field, message: message.to_owned() };
+    let domain_ok = (1..=64).contains(&request.domain.len())
+        && request.domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if !domain_ok {
+        errors.push(error("/domain".into(), "must be 1 to 64 of a-z, 0-9, `_`, `-` and `.`"));
+    }
     if request.descriptors.is_empty() || request.descriptors.len() > MAX_DESCRIPTORS {
         errors.push(error("/descriptors".into(), "must hold 1 to 100 descriptors"));
     }
@@ -105,7 +119,7 @@ fn check_request(request: &CheckRequest) -> Result<(), ApiError> {
         if descriptor.entries.is_empty() || descriptor.entries.len() > 9 {
             errors.push(error(format!("/descriptors/{i}/entries"), "must hold 1 to 9 entries"));
         }
-        if descriptor.cost.is_some_and(|c| c == 0 || c > MAX_COST) {
+        if cost_of(descriptor.cost).is_none() {
             errors.push(error(format!("/descriptors/{i}/cost"), "must be from 1 to 1000000"));
         }
         for (j, entry) in descriptor.entries.iter().enumerate() {
@@ -210,7 +224,8 @@ pub(crate) async fn check(
     for descriptor in &request.descriptors {
         let entries: Vec<(&str, &str)> =
             descriptor.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
-        results.push(decide(&state.cache, &set, &request.domain, &entries, descriptor.cost.unwrap_or(1), now).await);
+        let cost = cost_of(descriptor.cost).unwrap_or(1);
+        results.push(decide(&state.cache, &set, &request.domain, &entries, cost, now).await);
     }
     Ok(answer(results))
 }

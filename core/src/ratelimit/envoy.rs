@@ -210,7 +210,7 @@ pub(crate) struct ImportReport {
 #[utoipa::path(
     put, path = "/v1/ratelimit/envoy/{domain}", tag = "ratelimit",
     params(("domain" = String, Path), ImportOptions),
-    request_body(content = String, content_type = "application/yaml", description = "envoy ratelimit configuration"),
+    request_body(content = EnvoyConfig, content_type = "application/yaml", description = "envoy ratelimit configuration"),
     security(("admin_key" = ["admin", "ratelimit:write"])),
     responses(
         (status = 200, description = "Imported in one transaction", body = ImportReport),
@@ -357,13 +357,23 @@ fn tree_of(domain: &str, policies: &[Policy]) -> (Value, Vec<String>) {
     (json!({"domain": domain, "descriptors": render(&root.children)}), skipped)
 }
 
+/// envoy ratelimit's configuration file (sent and answered as YAML).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Documents the shape; the YAML is read and written through serde_json values.
+pub(crate) struct EnvoyConfig {
+    domain: String,
+    /// Nested entries: `key`, `value`, `rate_limit` {`unit`, `requests_per_unit`},
+    /// `shadow_mode`, `name`, `descriptors`.
+    descriptors: Vec<Value>,
+}
+
 /// Export a domain as envoy ratelimit's YAML.
 #[utoipa::path(
     get, path = "/v1/ratelimit/envoy/{domain}", tag = "ratelimit",
     params(("domain" = String, Path)),
     security(("admin_key" = ["admin", "read", "ratelimit:write"])),
     responses(
-        (status = 200, description = "envoy's configuration; policies it cannot express are listed as comments", content_type = "application/yaml", body = String),
+        (status = 200, description = "envoy's configuration; policies it cannot express are listed as comments", content_type = "application/yaml", body = EnvoyConfig),
         (status = 401, description = "Missing or invalid key", body = Problem),
         (status = 403, description = "Key lacks the scope", body = Problem),
     )

@@ -86,6 +86,7 @@ pub(crate) struct LimitBody {
 #[allow(dead_code)]
 pub(crate) struct TiersBody {
     /// The descriptor key naming the plan, e.g. `plan` or `header.x-plan`.
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     key: String,
     /// Plan name → limit.
     limits: std::collections::BTreeMap<String, LimitBody>,

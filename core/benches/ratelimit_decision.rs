@@ -1,0 +1,74 @@
+//! The in-process rate-limit decision, against the `governor` crate's GCRA in the same run.
+//!
+//! `store_take` is what the in-process store does per decision (find the bucket, one
+//! compare-and-swap); `check_path` adds picking the policy for a descriptor and naming its
+//! counter, which is what `POST /v1/ratelimit/check` does per descriptor. Both sides count
+//! per key over 1,000 keys with limits that never deny, so the figures are the decision
+//! itself and not the denial path.
+
+use std::num::NonZeroU32;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use governor::{Quota, RateLimiter};
+use serde_json::json;
+use verge_core::cache::{MemoryStore, Policy, Store, take_limit};
+use verge_shared::ratelimit::{Algorithm, Limit, PolicySet};
+
+const KEYS: usize = 1_000;
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+fn decisions(c: &mut Criterion) {
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("client-{i}")).collect();
+    let mut group = c.benchmark_group("ratelimit_decision");
+
+    let governor = RateLimiter::keyed(Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap()));
+    let mut i = 0;
+    group.bench_function("governor/check_key", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            governor.check_key(&keys[i]).is_ok()
+        })
+    });
+
+    let store = MemoryStore::new();
+    let policy = Policy::per_period(1_000_000_000, 1_000_000);
+    group.bench_function("verge/store_take", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            store.take(&keys[i], policy, 1, now_us()).now_or_never().unwrap().unwrap().allowed
+        })
+    });
+
+    let window =
+        Limit { algorithm: Algorithm::SlidingWindow, limit: 1_000_000_000, period_secs: 1, burst: 1_000_000_000 };
+    group.bench_function("verge/store_take_sliding_window", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            store.take_window(&keys[i], &window, 1, now_us()).now_or_never().unwrap().unwrap().allowed
+        })
+    });
+
+    let set = PolicySet::from_json(
+        json!([{"id": "rl_bench", "name": "per client", "domain": "api", "descriptor": [{"key": "api_key"}],
+                "limit": {"limit": 1_000_000_000, "period_seconds": 1}}])
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    group.bench_function("verge/check_path", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            let selected = set.select("api", &[("api_key", keys[i].as_str())]).unwrap();
+            take_limit(&store, &selected.counter, &selected.limit, 1, now_us()).now_or_never().unwrap().unwrap().allowed
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decisions);
+criterion_main!(benches);
