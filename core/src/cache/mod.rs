@@ -65,6 +65,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// see `verge_shared::ratelimit::window`. `limit` must be a window algorithm.
     async fn take_window(&self, key: &str, limit: &Limit, cost: u32, now_us: u64) -> Result<Decision, CacheError>;
 
+    /// Decides under `limit` at once when the backend needs no I/O to do so (the
+    /// in-process store), sparing the boxed future of the async methods; `None` means
+    /// "ask [`take`](Store::take) or [`take_window`](Store::take_window)".
+    fn take_now(&self, _key: &str, _limit: &Limit, _cost: u32, _now_us: u64) -> Option<Decision> {
+        None
+    }
+
     /// A round trip to the backend, for readiness checks.
     async fn ping(&self) -> Result<(), CacheError>;
 
@@ -80,6 +87,9 @@ pub async fn take_limit(
     cost: u32,
     now_us: u64,
 ) -> Result<Decision, CacheError> {
+    if let Some(decision) = cache.take_now(key, limit, cost, now_us) {
+        return Ok(decision);
+    }
     match limit.window() {
         Some(_) => cache.take_window(key, limit, cost, now_us).await,
         None => cache.take(key, limit.gcra(), cost, now_us).await,

@@ -91,10 +91,6 @@ pub(crate) struct CheckAnswer {
     results: Vec<Outcome>,
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
-}
-
 /// A whole number in 1..=MAX_COST; JSON writes `3` and `3.0` alike.
 fn cost_of(cost: Option<f64>) -> Option<u32> {
     match cost {
@@ -219,7 +215,7 @@ pub(crate) async fn check(
 ) -> Result<Response, ApiError> {
     check_request(&request)?;
     let set = domain_set(&state.db, &request.domain).await?;
-    let now = now_us();
+    let now = crate::time::unix_micros();
     let mut results = Vec::with_capacity(request.descriptors.len());
     for descriptor in &request.descriptors {
         let entries: Vec<(&str, &str)> =
