@@ -33,6 +33,8 @@ pub enum Dialect {
 pub struct Database {
     pool: AnyPool,
     dialect: Dialect,
+    /// Hot reads remembered for a moment; writers forget what they change.
+    memo: crate::memo::Memo,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +79,7 @@ impl Database {
             .connect_with(options)
             .await
             .map_err(|source| DbError::Connect { dialect, source })?;
-        Ok(Database { pool, dialect })
+        Ok(Database { pool, dialect, memo: crate::memo::Memo::default() })
     }
 
     /// Applies every pending migration of this dialect; a no-op when up to date.
@@ -112,6 +114,10 @@ impl Database {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    pub(crate) fn memo(&self) -> &crate::memo::Memo {
+        &self.memo
     }
 
     pub async fn close(&self) {

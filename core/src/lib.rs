@@ -19,6 +19,7 @@ mod health;
 pub mod ids;
 pub mod keys;
 mod links;
+mod memo;
 mod metrics;
 mod openapi;
 pub mod pagination;

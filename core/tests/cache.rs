@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::fresh_cache;
+use verge_core::cache::Take;
 use verge_core::cache::{CacheError, Policy};
 use verge_shared::gcra;
 use verge_shared::ratelimit::{Algorithm, Limit};
@@ -157,6 +158,33 @@ async fn concurrent_window_takes_allow_exactly_the_limit() {
         }
         assert_eq!(allowed, 10, "{}", algorithm.as_str());
     }
+}
+
+#[tokio::test]
+async fn take_many_decides_each_request_as_alone_in_one_call() {
+    let cache = fresh_cache().await;
+    let now = 1_900_000_000 * SECOND_US + 5 * SECOND_US;
+    let bucket = Limit { algorithm: Algorithm::TokenBucket, limit: 2, period_secs: 10, burst: 2 };
+    let (fixed, sliding) = (window(Algorithm::FixedWindow, 2, 10), window(Algorithm::SlidingWindow, 2, 10));
+    // Three rounds over the same three keys, plus a cost no limit allows.
+    let mut states = (None, None, None);
+    for round in 0..3 {
+        let takes = [
+            Take { key: "many:bucket", limit: bucket, cost: 1 },
+            Take { key: "many:fixed", limit: fixed, cost: 1 },
+            Take { key: "many:sliding", limit: sliding, cost: 1 },
+            Take { key: "many:huge", limit: fixed, cost: 3 },
+        ];
+        let got = cache.take_many(&takes, now).await.unwrap();
+        let (b, nb) = gcra::decide(bucket.gcra(), states.0, now, 1);
+        let (f, nf) = fixed.decide_window(states.1, now, 1);
+        let (s, ns) = sliding.decide_window(states.2, now, 1);
+        states = (nb.or(states.0), nf.or(states.1), ns.or(states.2));
+        let (huge, _) = fixed.decide_window(None, now, 3);
+        assert_eq!(got, [b, f, s, huge], "round {round}");
+        assert_eq!(got[0].allowed, round < 2);
+    }
+    assert_eq!(cache.take_many(&[], now).await.unwrap(), []);
 }
 
 #[tokio::test]

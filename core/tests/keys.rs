@@ -233,3 +233,24 @@ async fn concurrent_revokes_never_remove_the_last_admin_key() {
         survivors.extend(pair.into_iter().zip([first, second]).filter(|(_, r)| r.is_err()).map(|(id, _)| id));
     }
 }
+
+/// Another replica's revocation reaches the database only: this process must stop
+/// trusting the key it remembers within a second (core/src/memo.rs).
+#[tokio::test]
+async fn a_key_revoked_elsewhere_stops_working_within_a_second() {
+    let app = TestApp::new().await;
+    let reader = app.key(&[Scope::Read]).await;
+    assert_eq!(app.get("/v1/audit-log", Some(&reader)).await.status, StatusCode::OK);
+    sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE secret_hash = $2")
+        .bind(verge_core::time::now_millis().0)
+        .bind(verge_shared::sha256_hex(reader.as_bytes()))
+        .execute(app.app.state.db.pool())
+        .await
+        .unwrap();
+    let revoked_at = std::time::Instant::now();
+    while app.get("/v1/audit-log", Some(&reader)).await.status == StatusCode::OK {
+        assert!(revoked_at.elapsed() < std::time::Duration::from_millis(1_500), "still trusted after 1.5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.get("/v1/audit-log", Some(&reader)).await.status, StatusCode::UNAUTHORIZED);
+}

@@ -19,7 +19,7 @@ use verge_shared::gcra::{self, Decision, Policy};
 use verge_shared::ratelimit::Limit;
 use verge_shared::ratelimit::window::WindowState;
 
-use super::{CacheError, Store};
+use super::{CacheError, Store, Take};
 
 #[derive(Debug)]
 struct Value {
@@ -203,6 +203,10 @@ impl Store for MemoryStore {
 
     async fn take_window(&self, key: &str, limit: &Limit, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
         Ok(self.take_windowed(key, limit, cost, now_us))
+    }
+
+    async fn take_many(&self, takes: &[Take<'_>], now_us: u64) -> Result<Vec<Decision>, CacheError> {
+        Ok(takes.iter().filter_map(|t| self.take_now(t.key, &t.limit, t.cost, now_us)).collect())
     }
 
     fn take_now(&self, key: &str, limit: &Limit, cost: u32, now_us: u64) -> Option<Decision> {

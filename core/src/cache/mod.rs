@@ -65,6 +65,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// see `verge_shared::ratelimit::window`. `limit` must be a window algorithm.
     async fn take_window(&self, key: &str, limit: &Limit, cost: u32, now_us: u64) -> Result<Decision, CacheError>;
 
+    /// Decides several requests, each under its own limit and atomically per key, in one
+    /// round trip (one script call on Redis): what a check of many descriptors needs.
+    async fn take_many(&self, takes: &[Take<'_>], now_us: u64) -> Result<Vec<Decision>, CacheError>;
+
     /// Decides under `limit` at once when the backend needs no I/O to do so (the
     /// in-process store), sparing the boxed future of the async methods; `None` means
     /// "ask [`take`](Store::take) or [`take_window`](Store::take_window)".
@@ -77,6 +81,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// `redis` or `memory`, for diagnostics.
     fn backend(&self) -> &'static str;
+}
+
+/// One request for [`Store::take_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct Take<'a> {
+    pub key: &'a str,
+    pub limit: Limit,
+    pub cost: u32,
 }
 
 /// Decides a request of `cost` under `limit`, whichever algorithm it uses.

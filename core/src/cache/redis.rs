@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use verge_shared::gcra::{self, Decision, Policy};
-use verge_shared::ratelimit::Limit;
 use verge_shared::ratelimit::window::{Kind, WindowState};
+use verge_shared::ratelimit::{Algorithm, Limit};
 
-use super::{CacheError, Store};
+use super::{CacheError, Store, Take};
 
 /// Increment, setting the expiry only when the increment created the key.
 const INCREMENT: &str = r"
@@ -40,54 +40,64 @@ end
 return 1
 ";
 
-/// The GCRA update of `verge_shared::gcra::decide`, mirrored: reads the TAT, stores the
-/// new one if the request fits, and returns the stored TAT before and after (0 = none).
-/// ARGV: now_us, emission interval us, capacity us (interval * burst), cost.
-const TAKE: &str = r"
+/// Rate-limit decisions, several per call: `verge_shared::gcra::decide` and
+/// `verge_shared::ratelimit::window::decide`, mirrored step for step (doubles in the same
+/// order, so the estimate agrees bit for bit). KEYS are the buckets; ARGV[1] is now (µs),
+/// then five values per key: kind (0 token bucket, 1 fixed window, 2 sliding window), then
+/// for a token bucket the emission interval and capacity (µs), for a window the period (µs)
+/// and limit, then an unused slot, then the cost. Returns four numbers per key: the state
+/// it found (a token bucket's stored TAT, 0 = none; a window's index, -1 = none, and its
+/// current and previous counts) and 1 when the request was counted. A token bucket is a
+/// string, a window a hash of `w`, `c`, `p`.
+const DECIDE: &str = r"
 local now = tonumber(ARGV[1])
-local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
-local tat = stored
-if tat < now then tat = now end
-local new_tat = tat + tonumber(ARGV[2]) * tonumber(ARGV[4])
-if now < new_tat - tonumber(ARGV[3]) then
-  return {stored, 0}
-end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-return {stored, new_tat}
-";
-
-/// `verge_shared::ratelimit::window::decide`, mirrored: a hash of the window index (`w`)
-/// and the current (`c`) and previous (`p`) counts. Returns the stored state before (`w`
-/// -1 for none) and 1 when the request was counted. The estimate uses the same double
-/// arithmetic, in the same order, as the Rust.
-/// ARGV: now_us, period_us, limit, cost, 1 for sliding.
-const TAKE_WINDOW: &str = r"
-local now = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local stored = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
-local w = tonumber(stored[1])
-local c = tonumber(stored[2]) or 0
-local p = tonumber(stored[3]) or 0
-local elapsed = math.fmod(now, period)
-local index = (now - elapsed) / period
-local current, previous = 0, 0
-if w then
-  if w >= index then
-    index = w
-    current, previous = c, p
-  elseif w + 1 == index then
-    previous = c
+local out = {}
+for i, key in ipairs(KEYS) do
+  local at = 2 + (i - 1) * 5
+  local kind = ARGV[at]
+  local cost = tonumber(ARGV[at + 4])
+  if kind == '0' then
+    local interval, capacity = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+    local stored = tonumber(redis.call('GET', key) or '0')
+    local tat = stored
+    if tat < now then tat = now end
+    local new_tat = tat + interval * cost
+    local counted = 0
+    if now >= new_tat - capacity then
+      redis.call('SET', key, string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+      counted = 1
+    end
+    table.insert(out, stored); table.insert(out, 0); table.insert(out, 0); table.insert(out, counted)
+  else
+    local period, limit = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+    local stored = redis.call('HMGET', key, 'w', 'c', 'p')
+    local w = tonumber(stored[1])
+    local c = tonumber(stored[2]) or 0
+    local p = tonumber(stored[3]) or 0
+    local elapsed = math.fmod(now, period)
+    local index = (now - elapsed) / period
+    local current, previous = 0, 0
+    if w then
+      if w >= index then
+        index = w
+        current, previous = c, p
+      elseif w + 1 == index then
+        previous = c
+      end
+    end
+    local used = current
+    if kind == '2' then used = previous * ((period - elapsed) / period) + current end
+    local counted = 0
+    if cost <= limit and used + cost <= limit then
+      redis.call('HSET', KEYS[i], 'w', string.format('%d', index), 'c', string.format('%d', current + cost),
+        'p', string.format('%d', previous))
+      redis.call('PEXPIRE', KEYS[i], string.format('%d', math.ceil(2 * period / 1000)))
+      counted = 1
+    end
+    table.insert(out, w or -1); table.insert(out, c); table.insert(out, p); table.insert(out, counted)
   end
 end
-local used = current
-if ARGV[5] == '1' then used = previous * ((period - elapsed) / period) + current end
-if cost > limit or used + cost > limit then return {w or -1, c, p, 0} end
-redis.call('HSET', KEYS[1], 'w', string.format('%d', index), 'c', string.format('%d', current + cost),
-  'p', string.format('%d', previous))
-redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(2 * period / 1000)))
-return {w or -1, c, p, 1}
+return out
 ";
 
 pub struct RedisStore {
@@ -95,8 +105,7 @@ pub struct RedisStore {
     prefix: String,
     increment: Script,
     compare_and_set: Script,
-    take: Script,
-    take_window: Script,
+    decide: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -119,13 +128,63 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             increment: Script::new(INCREMENT),
             compare_and_set: Script::new(COMPARE_AND_SET),
-            take: Script::new(TAKE),
-            take_window: Script::new(TAKE_WINDOW),
+            decide: Script::new(DECIDE),
         })
     }
 
     fn key(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
+    }
+
+    /// Every request in one script call: `(key, limit, exact GCRA policy if the caller has
+    /// one rather than a `Limit`, cost)`. The script counted (or not) atomically; the
+    /// figures each decision reports come from the one Rust function, given the state the
+    /// script saw.
+    async fn decide_many(
+        &self,
+        requests: &[(&str, Limit, Option<Policy>, u32)],
+        now_us: u64,
+    ) -> Result<Vec<Decision>, CacheError> {
+        let mut invocation = self.decide.prepare_invoke();
+        invocation.arg(now_us);
+        for (key, limit, gcra, cost) in requests {
+            invocation.key(self.key(key));
+            match (limit.window(), gcra.unwrap_or_else(|| limit.gcra())) {
+                (Some(kind), _) => {
+                    let kind = if kind == Kind::Sliding { "2" } else { "1" };
+                    invocation.arg(kind).arg(limit.period_us()).arg(limit.limit).arg(0).arg(cost);
+                }
+                (None, policy) => {
+                    invocation.arg("0").arg(policy.emission_interval_us()).arg(policy.capacity_us()).arg(0).arg(cost);
+                }
+            }
+        }
+        let found: Vec<i64> = invocation.invoke_async(&mut self.conn.clone()).await.map_err(backend)?;
+        if found.len() != 4 * requests.len() {
+            return Err(CacheError::Backend(format!("decide script answered {} numbers", found.len())));
+        }
+        Ok(requests
+            .iter()
+            .zip(found.chunks(4))
+            .map(|((_, limit, gcra, cost), state)| {
+                let counted = state[3] == 1;
+                let decision = match (limit.window(), gcra.unwrap_or_else(|| limit.gcra())) {
+                    (Some(_), _) => {
+                        let before = u64::try_from(state[0]).ok().map(|window| WindowState {
+                            window,
+                            current: state[1] as u64,
+                            previous: state[2] as u64,
+                        });
+                        limit.decide_window(before, now_us, *cost).0
+                    }
+                    (None, policy) => {
+                        let stored = state[0] as u64;
+                        gcra::decide(policy, (stored != 0).then_some(stored), now_us, *cost).0
+                    }
+                };
+                Decision { allowed: counted, ..decision }
+            })
+            .collect())
     }
 }
 
@@ -198,49 +257,19 @@ impl Store for RedisStore {
     }
 
     async fn take(&self, key: &str, policy: Policy, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
-        if cost > policy.burst.max(1) {
-            // Never allowed and never stored: no round trip needed.
-            return Ok(gcra::decide(policy, None, now_us, cost).0);
-        }
-        let interval = policy.emission_interval_us();
-        let mut conn = self.conn.clone();
-        let (stored, _new_tat): (u64, u64) = self
-            .take
-            .key(self.key(key))
-            .arg(now_us)
-            .arg(interval)
-            .arg(policy.capacity_us())
-            .arg(cost)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        // The script made the same decision atomically; recompute its figures here
-        // from the TAT it saw, so the arithmetic stays in one place.
-        Ok(gcra::decide(policy, (stored != 0).then_some(stored), now_us, cost).0)
+        let limit =
+            Limit { algorithm: Algorithm::TokenBucket, limit: policy.limit, period_secs: 0, burst: policy.burst };
+        let gcra = Some(policy);
+        Ok(self.decide_many(&[(key, limit, gcra, cost)], now_us).await?.remove(0))
     }
 
     async fn take_window(&self, key: &str, limit: &Limit, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
-        let kind = limit.window().expect("take_window is for window algorithms");
-        if cost > limit.limit {
-            return Ok(limit.decide_window(None, now_us, cost).0);
-        }
-        let mut conn = self.conn.clone();
-        let (window, current, previous, counted): (i64, u64, u64, u8) = self
-            .take_window
-            .key(self.key(key))
-            .arg(now_us)
-            .arg(limit.period_us())
-            .arg(limit.limit)
-            .arg(cost)
-            .arg(if kind == Kind::Sliding { "1" } else { "0" })
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        let before = u64::try_from(window).ok().map(|window| WindowState { window, current, previous });
-        // The script counted (or not) atomically; the figures come from the one Rust
-        // function, given the state the script saw.
-        let (decision, _) = limit.decide_window(before, now_us, cost);
-        Ok(Decision { allowed: counted == 1, ..decision })
+        Ok(self.decide_many(&[(key, *limit, None, cost)], now_us).await?.remove(0))
+    }
+
+    async fn take_many(&self, takes: &[Take<'_>], now_us: u64) -> Result<Vec<Decision>, CacheError> {
+        let requests: Vec<_> = takes.iter().map(|t| (t.key, t.limit, None, t.cost)).collect();
+        self.decide_many(&requests, now_us).await
     }
 
     async fn ping(&self) -> Result<(), CacheError> {

@@ -113,6 +113,8 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         return Err(ApiError::unauthorized("the API key has expired"));
     }
     if key.last_used_at.is_none_or(|at| now.0 - at.0 >= LAST_USED_RESOLUTION.as_millis() as i64) {
+        // The remembered copy says so too, or every request until it goes stale would write.
+        super::note_used(&state.db, token, &key, now);
         let db = state.db.clone();
         let id = key.id.clone();
         // Off the request path: a slow write must not slow every authenticated request.

@@ -120,9 +120,17 @@ fn validate(new: &NewKey, now: Millis) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// The key whose token this is, revoked and expired ones included.
+/// Memo entries of keys, by token hash.
+const MEMO_PREFIX: &str = "api_key:";
+
+/// The key whose token this is, revoked and expired ones included. Found keys are
+/// remembered for a second (see `memo`); revoking one here forgets them at once.
 pub(crate) async fn find_by_token(db: &Database, token: &str) -> Result<Option<ApiKey>, sqlx::Error> {
     let hash = hash_token(token);
+    let memo_key = format!("{MEMO_PREFIX}{hash}");
+    if let Some(key) = db.memo().get::<ApiKey>(&memo_key) {
+        return Ok(Some(ApiKey::clone(&key)));
+    }
     let row =
         sqlx::query("SELECT * FROM api_keys WHERE secret_hash = $1").bind(&hash).fetch_optional(db.pool()).await?;
     let Some(row) = row else { return Ok(None) };
@@ -132,7 +140,16 @@ pub(crate) async fn find_by_token(db: &Database, token: &str) -> Result<Option<A
     if !bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
         return Ok(None);
     }
-    Ok(Some(ApiKey::from_row(&row)?))
+    let key = ApiKey::from_row(&row)?;
+    db.memo().put(memo_key, std::sync::Arc::new(key.clone()));
+    Ok(Some(key))
+}
+
+/// Records in the remembered copy of `key` that it was used at `now` (the caller writes
+/// the row).
+pub(crate) fn note_used(db: &Database, token: &str, key: &ApiKey, now: Millis) {
+    let used = ApiKey { last_used_at: Some(now), ..key.clone() };
+    db.memo().put(format!("{MEMO_PREFIX}{}", hash_token(token)), std::sync::Arc::new(used));
 }
 
 /// Whether `token` is an active key that holds `scope`.
@@ -259,6 +276,7 @@ pub async fn revoke(db: &Database, id: &str, actor: &Actor) -> Result<ApiKey, Ke
     let after = ApiKey { revoked_at: Some(now), ..before.clone() };
     audit::record(&mut tx, actor, "key.revoke", "api_key", id, Some(&before), Some(&after)).await?;
     tx.commit().await?;
+    db.memo().forget(MEMO_PREFIX);
     Ok(after)
 }
 

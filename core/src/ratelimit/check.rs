@@ -1,5 +1,6 @@
 //! The global tier: `POST /v1/ratelimit/check` decides descriptors exactly across every
-//! core replica, with one Redis round trip per descriptor (or the in-process store).
+//! core replica, with one Redis round trip (one script call) for all of a call's
+//! descriptors, or the in-process store.
 //!
 //! Each descriptor falls under at most one policy of the domain (see
 //! `PolicySet::select`) and is decided on its own, as envoy's service does: a descriptor
@@ -17,7 +18,7 @@ use utoipa::ToSchema;
 use verge_shared::ratelimit::{Decision, Failure, Mode, PolicySet, headers};
 
 use super::{Checkers, domain_set};
-use crate::cache::{Cache, take_limit};
+use crate::cache::{Cache, Take};
 use crate::error::{ApiError, ApiJson, FieldError, PROBLEM_JSON, Problem};
 use crate::keys::Authorized;
 use crate::state::AppState;
@@ -130,18 +131,67 @@ fn check_request(request: &CheckRequest) -> Result<(), ApiError> {
     if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
 }
 
-/// Decides one descriptor against `set`: the one place the global tier's rules live
-/// (the HTTP route and envoy's RLS both call it).
+/// Decides descriptors (entries and cost each) against `set`, all counters in one store
+/// round trip: the one place the global tier's rules live (the HTTP route and envoy's RLS
+/// both call it). A descriptor no policy covers is allowed and not counted.
 pub(crate) async fn decide(
     cache: &Cache,
     set: &PolicySet,
     domain: &str,
-    entries: &[(&str, &str)],
-    cost: u32,
+    descriptors: &[(Vec<(&str, &str)>, u32)],
     now_us: u64,
-) -> Outcome {
-    let Some(selected) = set.select(domain, entries) else {
-        return Outcome {
+) -> Vec<Outcome> {
+    let selected: Vec<_> = descriptors.iter().map(|(entries, _)| set.select(domain, entries)).collect();
+    let counters: Vec<String> = selected.iter().flatten().map(|s| format!("rl:{}", s.counter)).collect();
+    let takes: Vec<Take<'_>> = selected
+        .iter()
+        .zip(descriptors)
+        .filter_map(|(selected, (_, cost))| selected.as_ref().map(|s| (s.limit, *cost)))
+        .zip(&counters)
+        .map(|((limit, cost), key)| Take { key, limit, cost })
+        .collect();
+    let decided = if takes.is_empty() { Ok(Vec::new()) } else { cache.take_many(&takes, now_us).await };
+    if let Err(err) = &decided {
+        tracing::warn!(error = %err, "rate-limit counter store unavailable; policies' failure modes decide");
+    }
+    let mut decisions = decided.as_ref().ok().map(|d| d.iter());
+    selected
+        .into_iter()
+        .map(|selected| {
+            let Some(selected) = selected else { return Outcome::uncovered() };
+            let policy = selected.policy;
+            let (decision, store_unavailable) = match decisions.as_mut().and_then(Iterator::next) {
+                Some(decision) => (*decision, false),
+                None => {
+                    let allowed = policy.failure == Failure::Open;
+                    let retry_after_us = if allowed { 0 } else { 1_000_000 };
+                    (Decision { allowed, remaining: 0, retry_after_us, reset_after_us: 0 }, true)
+                }
+            };
+            let shadow = policy.mode == Mode::Shadow;
+            let fields =
+                (headers::policy_field(&policy.id, &selected.limit), headers::state_field(&policy.id, &decision));
+            Outcome {
+                policy: Some(policy.id.clone()),
+                allowed: decision.allowed || shadow,
+                shadow_denied: shadow && !decision.allowed,
+                plan: selected.plan.map(str::to_owned),
+                limit: Some(selected.limit.limit),
+                period_seconds: Some(selected.limit.period_secs),
+                remaining: Some(decision.remaining),
+                reset_seconds: Some(headers::seconds_up(decision.reset_after_us)),
+                retry_after_seconds: if decision.allowed { None } else { headers::retry_after(&decision) },
+                store_unavailable,
+                fields: (!store_unavailable).then_some(fields),
+                blocks: !decision.allowed && !shadow,
+            }
+        })
+        .collect()
+}
+
+impl Outcome {
+    fn uncovered() -> Outcome {
+        Outcome {
             policy: None,
             allowed: true,
             shadow_denied: false,
@@ -154,41 +204,7 @@ pub(crate) async fn decide(
             store_unavailable: false,
             fields: None,
             blocks: false,
-        };
-    };
-    let policy = selected.policy;
-    let key = format!("rl:{}", selected.counter);
-    let (decision, store_unavailable) = match take_limit(cache.as_ref(), &key, &selected.limit, cost, now_us).await {
-        Ok(decision) => (decision, false),
-        Err(err) => {
-            tracing::warn!(policy = %policy.id, error = %err, "rate-limit counter store unavailable");
-            let allowed = policy.failure == Failure::Open;
-            (
-                Decision {
-                    allowed,
-                    remaining: 0,
-                    retry_after_us: if allowed { 0 } else { 1_000_000 },
-                    reset_after_us: 0,
-                },
-                true,
-            )
         }
-    };
-    let shadow = policy.mode == Mode::Shadow;
-    let fields = (headers::policy_field(&policy.id, &selected.limit), headers::state_field(&policy.id, &decision));
-    Outcome {
-        policy: Some(policy.id.clone()),
-        allowed: decision.allowed || shadow,
-        shadow_denied: shadow && !decision.allowed,
-        plan: selected.plan.map(str::to_owned),
-        limit: Some(selected.limit.limit),
-        period_seconds: Some(selected.limit.period_secs),
-        remaining: Some(decision.remaining),
-        reset_seconds: Some(headers::seconds_up(decision.reset_after_us)),
-        retry_after_seconds: if decision.allowed { None } else { headers::retry_after(&decision) },
-        store_unavailable,
-        fields: (!store_unavailable).then_some(fields),
-        blocks: !decision.allowed && !shadow,
     }
 }
 
@@ -216,13 +232,12 @@ pub(crate) async fn check(
     check_request(&request)?;
     let set = domain_set(&state.db, &request.domain).await?;
     let now = crate::time::unix_micros();
-    let mut results = Vec::with_capacity(request.descriptors.len());
-    for descriptor in &request.descriptors {
-        let entries: Vec<(&str, &str)> =
-            descriptor.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
-        let cost = cost_of(descriptor.cost).unwrap_or(1);
-        results.push(decide(&state.cache, &set, &request.domain, &entries, cost, now).await);
-    }
+    let descriptors: Vec<(Vec<(&str, &str)>, u32)> = request
+        .descriptors
+        .iter()
+        .map(|d| (d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect(), cost_of(d.cost).unwrap_or(1)))
+        .collect();
+    let results = decide(&state.cache, &set, &request.domain, &descriptors, now).await;
     Ok(answer(results))
 }
 

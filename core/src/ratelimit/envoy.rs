@@ -283,6 +283,7 @@ pub(crate) async fn import(
     }
     super::super::publish::enqueue(&mut tx, &dataset(&domain)).await?;
     tx.commit().await?;
+    super::forget_sets(&state.db);
     state.publisher.wake();
     Ok(Json(report))
 }

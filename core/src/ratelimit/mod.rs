@@ -96,14 +96,29 @@ pub(crate) async fn load(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Sto
     }
 }
 
-/// Every policy of `domain`, oldest first.
-pub(crate) async fn domain_set(db: &Database, domain: &str) -> Result<PolicySet, sqlx::Error> {
+/// Memo entries of domains' policy sets.
+const MEMO_PREFIX: &str = "ratelimit_domain:";
+
+/// Every policy of `domain`, oldest first: remembered for a second for the check route
+/// (see `memo`), and forgotten by every policy write in this process.
+pub(crate) async fn domain_set(db: &Database, domain: &str) -> Result<std::sync::Arc<PolicySet>, sqlx::Error> {
+    let memo_key = format!("{MEMO_PREFIX}{domain}");
+    if let Some(set) = db.memo().get::<PolicySet>(&memo_key) {
+        return Ok(set);
+    }
     let rows = sqlx::query("SELECT * FROM ratelimit_policies WHERE domain = $1 ORDER BY id")
         .bind(domain)
         .fetch_all(db.pool())
         .await?;
     let policies = rows.iter().map(|row| Stored::from_row(row).map(|s| s.policy)).collect::<Result<_, _>>()?;
-    Ok(PolicySet { policies })
+    let set = std::sync::Arc::new(PolicySet { policies });
+    db.memo().put(memo_key, std::sync::Arc::clone(&set));
+    Ok(set)
+}
+
+/// Call after committing any policy write.
+pub(crate) fn forget_sets(db: &Database) {
+    db.memo().forget(MEMO_PREFIX);
 }
 
 /// Publishes each domain's policies as one dataset.

@@ -169,6 +169,7 @@ pub(crate) async fn create_policy(
     let mut tx = state.db.begin_write().await?;
     let stored = insert(&mut tx, &principal.actor(), policy).await?;
     tx.commit().await?;
+    super::forget_sets(&state.db);
     state.publisher.wake();
     Ok((StatusCode::CREATED, Json(stored.to_value())))
 }
@@ -258,6 +259,7 @@ pub(crate) async fn replace_policy(
     let mut tx = state.db.begin_write().await?;
     let after = update(&mut tx, &principal.actor(), policy).await?;
     tx.commit().await?;
+    super::forget_sets(&state.db);
     state.publisher.wake();
     Ok(Json(after.to_value()))
 }
@@ -328,6 +330,7 @@ pub(crate) async fn delete_policy(
     let mut tx = state.db.begin_write().await?;
     remove(&mut tx, &principal.actor(), &id).await?;
     tx.commit().await?;
+    super::forget_sets(&state.db);
     state.publisher.wake();
     Ok(StatusCode::NO_CONTENT)
 }
