@@ -7,6 +7,7 @@
 //! own counters at the edge). Nothing here reads a clock or a counter: callers pass both.
 
 pub mod headers;
+mod limit;
 mod net;
 pub mod policy;
 #[cfg(test)]
@@ -15,8 +16,9 @@ pub mod window;
 
 use serde_json::Value;
 
+pub use self::limit::{Algorithm, Limit, MAX_LIMIT, MAX_PERIOD_SECS};
 pub use self::net::{Network, parse_ip};
-pub use self::policy::{Algorithm, Entry, Failure, Limit, Mode, Pattern, Policy, Tiers};
+pub use self::policy::{Entry, Failure, Mode, Pattern, Policy, Tiers};
 pub use crate::gcra::Decision;
 
 /// The edge routes a policy in the `edge` domain can be scoped to with the `route` key.
