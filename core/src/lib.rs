@@ -27,6 +27,7 @@ pub mod publish;
 mod ratelimit;
 pub mod server;
 mod state;
+mod tally;
 pub mod time;
 
 pub use config::Config;

@@ -91,7 +91,8 @@ impl App {
     }
 
     pub fn from_parts(config: Config, db: Database, cache: Cache, publisher: Arc<Publisher>) -> App {
-        let state = AppState { db, cache, config: Arc::new(config), publisher };
+        let tally = crate::tally::Tally::new(cache.clone(), crate::ratelimit::STATS_KEPT_FOR);
+        let state = AppState { db, cache, config: Arc::new(config), publisher, tally };
         let (router, openapi, metrics) = router(state.clone());
         App { router, state, openapi, metrics }
     }
@@ -139,7 +140,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
             ratelimit::policies::delete_policy
         ))
         .routes(routes!(ratelimit::envoy::import, ratelimit::envoy::export))
-        .routes(routes!(ratelimit::check::check));
+        .routes(routes!(ratelimit::check::check))
+        .routes(routes!(ratelimit::stats::policy_stats));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -325,7 +327,9 @@ mod tests {
         let config = Config { data_dir: dir.path().to_owned(), request_timeout_ms: timeout_ms, ..Config::default() };
         let db = Database::connect(&config).await.unwrap();
         let publisher = Publisher::new(db.clone(), Vec::new(), Vec::new());
-        let state = AppState { db, cache: Arc::new(cache::MemoryStore::new()), config: Arc::new(config), publisher };
+        let cache: Cache = Arc::new(cache::MemoryStore::new());
+        let tally = crate::tally::Tally::new(cache.clone(), Duration::from_secs(60));
+        let state = AppState { db, cache, config: Arc::new(config), publisher, tally };
         (with_middleware(routes, state).0, dir)
     }
 

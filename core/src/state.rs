@@ -10,6 +10,7 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::db::Database;
 use crate::publish::Publisher;
+use crate::tally::Tally;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -18,4 +19,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Wake it after committing a write that enqueued outbox rows.
     pub publisher: Arc<Publisher>,
+    /// Statistics counted in process and flushed to `cache` (rate-limit decisions).
+    pub(crate) tally: Tally,
 }

@@ -99,7 +99,10 @@ async fn postgres_crashing_under_load_loses_no_acknowledged_write_and_publishing
     let stop = Arc::new(AtomicBool::new(false));
     let load = write_load(&api, 2, &stop);
     std::thread::sleep(Duration::from_secs(1));
-    postgres.crash_and_restart(Duration::from_secs(2));
+    // Down for longer than the pool waits for a connection (5 s): a request that finds no
+    // live connection to fail on waits that long, then is refused, so the outage is felt
+    // whichever way each request meets it.
+    postgres.crash_and_restart(Duration::from_secs(6));
     // The same core process, not restarted, takes writes again.
     until("a write after the crash", Duration::from_secs(30), || api.create_link("after-crash").status == 201);
     std::thread::sleep(Duration::from_millis(500));

@@ -437,3 +437,37 @@ async fn with_redis_down_fail_open_allows_fail_closed_denies_and_decisions_resum
     let resumed = check(&app, &checker, "api", api_key("k")).await;
     assert_eq!(resumed.ok()["results"][0]["store_unavailable"], false);
 }
+
+#[tokio::test]
+async fn the_stats_route_shows_each_policys_decisions_per_minute() {
+    let app = TestApp::new().await;
+    let writer = app.key(&[Scope::RatelimitWrite]).await;
+    let checker = app.key(&[Scope::RatelimitCheck]).await;
+    let enforcing = create(&app, &writer, per_key(2, "fixed_window")).await["id"].as_str().unwrap().to_owned();
+    let mut shadow = per_key(1, "fixed_window");
+    shadow["domain"] = json!("shadowed");
+    shadow["mode"] = json!("shadow");
+    let shadowed = create(&app, &writer, shadow).await["id"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        check(&app, &checker, "api", api_key("k")).await;
+        check(&app, &checker, "shadowed", api_key("k")).await;
+    }
+    let stats = app.get(&format!("{POLICIES}/{enforcing}/stats"), Some(&writer)).await;
+    let body = stats.ok();
+    assert_eq!(body["totals"], json!({"allowed": 2, "denied": 1, "shadow_denied": 0, "store_unavailable": 0}));
+    let timeline = body["timeline"].as_array().unwrap();
+    assert!((1..=2).contains(&timeline.len()), "one minute, or two across a boundary: {timeline:?}");
+    let shadow_stats = app.get(&format!("{POLICIES}/{shadowed}/stats"), Some(&writer)).await;
+    assert_eq!(
+        shadow_stats.ok()["totals"],
+        json!({"allowed": 1, "denied": 0, "shadow_denied": 2, "store_unavailable": 0})
+    );
+
+    let reader = app.key(&[Scope::Read]).await;
+    assert_eq!(app.get(&format!("{POLICIES}/{enforcing}/stats"), Some(&reader)).await.status, StatusCode::OK);
+    app.get(&format!("{POLICIES}/rl_nothing/stats"), Some(&reader)).await.problem(StatusCode::NOT_FOUND, "not_found");
+    let backwards = format!("{POLICIES}/{enforcing}/stats?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z");
+    assert_eq!(app.get(&backwards, Some(&reader)).await.validation_fields(), ["from"]);
+    let too_long = format!("{POLICIES}/{enforcing}/stats?from=2026-01-01T00:00:00Z&to=2026-01-03T00:00:00Z");
+    assert_eq!(app.get(&too_long, Some(&reader)).await.validation_fields(), ["from"]);
+}

@@ -184,3 +184,42 @@ async fn two_replicas_share_the_work_without_doing_any_of_it_twice() {
         assert_eq!((analytics["clicks"].as_i64(), analytics["uniques"].as_i64()), (Some(40), Some(40)), "{analytics}");
     }
 }
+
+/// The global rate-limit tier counts across replicas: 100 concurrent checks spread over
+/// two `verge serve` sharing Redis allow exactly the limit, for each algorithm.
+#[tokio::test]
+async fn two_replicas_allow_exactly_the_limit_between_them() {
+    let (postgres, redis) = (PrivatePostgres::start(), PrivateRedis::start());
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let config =
+        Config { database_url: Some(postgres.url().into()), redis_url: Some(redis.url().into()), ..Config::default() };
+    let admin_key = format!("vk_test_{}", uuid::Uuid::new_v4().simple());
+    let env = [("VERGE_ADMIN_KEY", admin_key.as_str())];
+    let (_a, a) = Replica::start(&config, work, "a", &env);
+    let (_b, b) = Replica::start(&config, work, "b", &env);
+    for (i, algorithm) in ["fixed_window", "sliding_window", "token_bucket"].into_iter().enumerate() {
+        let domain = format!("api{i}");
+        let policy = json!({"name": "per key", "domain": domain, "descriptor": [{"key": "api_key"}],
+            "limit": {"algorithm": algorithm, "limit": 30, "period_seconds": 3600}});
+        a.ok("POST", "/v1/ratelimit/policies", &policy);
+        let body = json!({"domain": domain, "descriptors": [{"entries": [{"key": "api_key", "value": "shared"}]}]});
+        let callers: Vec<_> = (0..100)
+            .map(|n| {
+                let (replica, body) = (if n % 2 == 0 { a.clone() } else { b.clone() }, body.clone());
+                std::thread::spawn(move || replica.call("POST", "/v1/ratelimit/check", &body).status)
+            })
+            .collect();
+        let statuses: Vec<u16> = callers.into_iter().map(|c| c.join().expect("caller")).collect();
+        let allowed = statuses.iter().filter(|s| **s == 200).count();
+        let denied = statuses.iter().filter(|s| **s == 429).count();
+        assert_eq!((allowed, denied), (30, 70), "{algorithm}: {statuses:?}");
+    }
+    // Both replicas' decisions add up in the stats (each flushes its tally every second).
+    let policies = a.ok("GET", "/v1/ratelimit/policies?domain=api0", &Value::Null);
+    let id = policies["items"][0]["id"].as_str().unwrap().to_owned();
+    until("both replicas' decisions in the stats", Duration::from_secs(5), || {
+        let stats = b.ok("GET", &format!("/v1/ratelimit/policies/{id}/stats"), &Value::Null);
+        stats["totals"]["allowed"] == 30 && stats["totals"]["denied"] == 70
+    });
+}

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use verge_shared::gcra::{self, Decision, Policy};
+use verge_shared::ratelimit::Limit;
 use verge_shared::ratelimit::window::{Kind, WindowState};
-use verge_shared::ratelimit::{Algorithm, Limit};
 
 use super::{CacheError, Store, Take};
 
@@ -136,26 +136,21 @@ impl RedisStore {
         format!("{}{}", self.prefix, key)
     }
 
-    /// Every request in one script call: `(key, limit, exact GCRA policy if the caller has
-    /// one rather than a `Limit`, cost)`. The script counted (or not) atomically; the
-    /// figures each decision reports come from the one Rust function, given the state the
-    /// script saw.
-    async fn decide_many(
-        &self,
-        requests: &[(&str, Limit, Option<Policy>, u32)],
-        now_us: u64,
-    ) -> Result<Vec<Decision>, CacheError> {
+    /// Every request in one script call: `(key, bucket, cost)`. The script counted (or
+    /// not) atomically; the figures each decision reports come from the one Rust function,
+    /// given the state the script saw.
+    async fn decide_many(&self, requests: &[(&str, Bucket, u32)], now_us: u64) -> Result<Vec<Decision>, CacheError> {
         let mut invocation = self.decide.prepare_invoke();
         invocation.arg(now_us);
-        for (key, limit, gcra, cost) in requests {
+        for (key, bucket, cost) in requests {
             invocation.key(self.key(key));
-            match (limit.window(), gcra.unwrap_or_else(|| limit.gcra())) {
-                (Some(kind), _) => {
-                    let kind = if kind == Kind::Sliding { "2" } else { "1" };
-                    invocation.arg(kind).arg(limit.period_us()).arg(limit.limit).arg(0).arg(cost);
-                }
-                (None, policy) => {
+            match bucket {
+                Bucket::Gcra(policy) => {
                     invocation.arg("0").arg(policy.emission_interval_us()).arg(policy.capacity_us()).arg(0).arg(cost);
+                }
+                Bucket::Window(limit, kind) => {
+                    let kind = if *kind == Kind::Sliding { "2" } else { "1" };
+                    invocation.arg(kind).arg(limit.period_us()).arg(limit.limit).arg(0).arg(cost);
                 }
             }
         }
@@ -166,10 +161,13 @@ impl RedisStore {
         Ok(requests
             .iter()
             .zip(found.chunks(4))
-            .map(|((_, limit, gcra, cost), state)| {
-                let counted = state[3] == 1;
-                let decision = match (limit.window(), gcra.unwrap_or_else(|| limit.gcra())) {
-                    (Some(_), _) => {
+            .map(|((_, bucket, cost), state)| {
+                let decision = match bucket {
+                    Bucket::Gcra(policy) => {
+                        let stored = state[0] as u64;
+                        gcra::decide(*policy, (stored != 0).then_some(stored), now_us, *cost).0
+                    }
+                    Bucket::Window(limit, _) => {
                         let before = u64::try_from(state[0]).ok().map(|window| WindowState {
                             window,
                             current: state[1] as u64,
@@ -177,14 +175,26 @@ impl RedisStore {
                         });
                         limit.decide_window(before, now_us, *cost).0
                     }
-                    (None, policy) => {
-                        let stored = state[0] as u64;
-                        gcra::decide(policy, (stored != 0).then_some(stored), now_us, *cost).0
-                    }
                 };
-                Decision { allowed: counted, ..decision }
+                Decision { allowed: state[3] == 1, ..decision }
             })
             .collect())
+    }
+}
+
+/// What the decide script counts in, by algorithm.
+#[derive(Debug, Clone, Copy)]
+enum Bucket {
+    Gcra(Policy),
+    Window(Limit, Kind),
+}
+
+impl Bucket {
+    fn of(limit: &Limit) -> Bucket {
+        match limit.window() {
+            Some(kind) => Bucket::Window(*limit, kind),
+            None => Bucket::Gcra(limit.gcra()),
+        }
     }
 }
 
@@ -257,18 +267,15 @@ impl Store for RedisStore {
     }
 
     async fn take(&self, key: &str, policy: Policy, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
-        let limit =
-            Limit { algorithm: Algorithm::TokenBucket, limit: policy.limit, period_secs: 0, burst: policy.burst };
-        let gcra = Some(policy);
-        Ok(self.decide_many(&[(key, limit, gcra, cost)], now_us).await?.remove(0))
+        Ok(self.decide_many(&[(key, Bucket::Gcra(policy), cost)], now_us).await?.remove(0))
     }
 
     async fn take_window(&self, key: &str, limit: &Limit, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
-        Ok(self.decide_many(&[(key, *limit, None, cost)], now_us).await?.remove(0))
+        Ok(self.decide_many(&[(key, Bucket::of(limit), cost)], now_us).await?.remove(0))
     }
 
     async fn take_many(&self, takes: &[Take<'_>], now_us: u64) -> Result<Vec<Decision>, CacheError> {
-        let requests: Vec<_> = takes.iter().map(|t| (t.key, t.limit, None, t.cost)).collect();
+        let requests: Vec<_> = takes.iter().map(|t| (t.key, Bucket::of(&t.limit), t.cost)).collect();
         self.decide_many(&requests, now_us).await
     }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use verge_shared::ratelimit::{Decision, Failure, Mode, PolicySet, headers};
 
-use super::{Checkers, domain_set};
+use super::{Checkers, domain_set, stats};
 use crate::cache::{Cache, Take};
 use crate::error::{ApiError, ApiJson, FieldError, PROBLEM_JSON, Problem};
 use crate::keys::Authorized;
@@ -190,6 +190,15 @@ pub(crate) async fn decide(
 }
 
 impl Outcome {
+    fn outcome(&self) -> stats::Outcome {
+        match self {
+            Outcome { store_unavailable: true, .. } => stats::Outcome::StoreUnavailable,
+            Outcome { shadow_denied: true, .. } => stats::Outcome::ShadowDenied,
+            Outcome { blocks: true, .. } => stats::Outcome::Denied,
+            _ => stats::Outcome::Allowed,
+        }
+    }
+
     fn uncovered() -> Outcome {
         Outcome {
             policy: None,
@@ -238,6 +247,11 @@ pub(crate) async fn check(
         .map(|d| (d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect(), cost_of(d.cost).unwrap_or(1)))
         .collect();
     let results = decide(&state.cache, &set, &request.domain, &descriptors, now).await;
+    for result in &results {
+        if let Some(policy) = &result.policy {
+            stats::record(&state.tally, policy, (now / 1000) as i64, result.outcome());
+        }
+    }
     Ok(answer(results))
 }
 

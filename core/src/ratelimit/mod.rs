@@ -8,6 +8,9 @@
 pub(crate) mod check;
 pub(crate) mod envoy;
 pub(crate) mod policies;
+pub(crate) mod stats;
+
+pub(crate) use stats::STATS_KEPT_FOR;
 
 use serde_json::Value;
 use sqlx::Row;

@@ -1,0 +1,164 @@
+//! Decision statistics: how many requests each policy allowed, denied, would have denied
+//! (shadow mode) or could not decide (counter store down), per minute.
+//!
+//! The global tier counts into the process's `Tally`, which moves the counts into the
+//! shared counter store once a second, so every replica's decisions add up in one place
+//! and recording costs no round trip. Minutes are kept for [`STATS_KEPT_FOR`].
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{PolicyReaders, load};
+use crate::error::{ApiError, ApiQuery, FieldError, Problem};
+use crate::keys::Authorized;
+use crate::state::AppState;
+use crate::tally::Tally;
+use crate::time::{Millis, now_millis};
+
+/// How long a minute's counts are kept: a day, and the hour it may take to look.
+pub(crate) const STATS_KEPT_FOR: Duration = Duration::from_secs(25 * 3600);
+const MINUTE_MS: i64 = 60_000;
+/// The longest timeline one request may ask for.
+const MAX_MINUTES: i64 = 24 * 60;
+
+/// What happened to one request under a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Allowed,
+    Denied,
+    ShadowDenied,
+    StoreUnavailable,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [Outcome::Allowed, Outcome::Denied, Outcome::ShadowDenied, Outcome::StoreUnavailable];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+            Outcome::ShadowDenied => "shadow_denied",
+            Outcome::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+fn counter(policy: &str, minute: i64, outcome: Outcome) -> String {
+    format!("rlstats:{policy}:{minute}:{}", outcome.as_str())
+}
+
+/// Counts one decision of `policy` made at `at_ms`.
+pub(crate) fn record(tally: &Tally, policy: &str, at_ms: i64, outcome: Outcome) {
+    tally.add(counter(policy, at_ms.div_euclid(MINUTE_MS), outcome), 1);
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StatsParams {
+    /// Start (inclusive, RFC 3339); default an hour before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
+    from: Option<Millis>,
+    /// End (exclusive, RFC 3339); default now.
+    #[param(value_type = Option<String>, format = DateTime)]
+    to: Option<Millis>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize, ToSchema)]
+pub(crate) struct Counts {
+    allowed: u64,
+    denied: u64,
+    shadow_denied: u64,
+    store_unavailable: u64,
+}
+
+impl Counts {
+    fn set(&mut self, outcome: Outcome, n: u64) {
+        match outcome {
+            Outcome::Allowed => self.allowed = n,
+            Outcome::Denied => self.denied = n,
+            Outcome::ShadowDenied => self.shadow_denied = n,
+            Outcome::StoreUnavailable => self.store_unavailable = n,
+        }
+    }
+
+    fn add(&mut self, other: Counts) {
+        self.allowed += other.allowed;
+        self.denied += other.denied;
+        self.shadow_denied += other.shadow_denied;
+        self.store_unavailable += other.store_unavailable;
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Minute {
+    #[schema(value_type = String, format = DateTime)]
+    at: Millis,
+    #[serde(flatten)]
+    counts: Counts,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PolicyStats {
+    policy: String,
+    #[schema(value_type = String, format = DateTime)]
+    from: Millis,
+    #[schema(value_type = String, format = DateTime)]
+    to: Millis,
+    totals: Counts,
+    /// One entry per minute with any decision, oldest first.
+    timeline: Vec<Minute>,
+}
+
+/// Decisions of a policy per minute (the last day is kept).
+#[utoipa::path(
+    get, path = "/v1/ratelimit/policies/{id}/stats", tag = "ratelimit",
+    params(("id" = String, Path), StatsParams),
+    security(("admin_key" = ["admin", "read", "ratelimit:write"])),
+    responses(
+        (status = 200, description = "Totals and a per-minute timeline", body = PolicyStats),
+        (status = 400, description = "Malformed time", body = Problem),
+        (status = 401, description = "Missing or invalid key", body = Problem),
+        (status = 403, description = "Key lacks the scope", body = Problem),
+        (status = 404, description = "No such policy", body = Problem),
+        (status = 422, description = "`from` not before `to`, or more than a day", body = Problem),
+    )
+)]
+pub(crate) async fn policy_stats(
+    State(state): State<AppState>,
+    _: Authorized<PolicyReaders>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<StatsParams>,
+) -> Result<Json<PolicyStats>, ApiError> {
+    let to = params.to.unwrap_or_else(now_millis);
+    let from = params.from.unwrap_or(Millis(to.0 - 60 * MINUTE_MS));
+    if from >= to || to.0 - from.0 > MAX_MINUTES * MINUTE_MS {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "from".into(),
+            message: "must be before `to`, at most a day earlier".into(),
+        }]));
+    }
+    let mut conn = state.db.pool().acquire().await?;
+    load(&mut conn, &id).await?;
+    drop(conn);
+    state.tally.flush().await;
+    let mut totals = Counts::default();
+    let mut timeline = Vec::new();
+    for minute in from.0.div_euclid(MINUTE_MS)..=(to.0 - 1).div_euclid(MINUTE_MS) {
+        let mut counts = Counts::default();
+        for outcome in Outcome::ALL {
+            let stored = state.cache.get(&counter(&id, minute, outcome)).await.map_err(ApiError::from)?;
+            let n = stored.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<u64>().ok()).unwrap_or(0);
+            counts.set(outcome, n);
+        }
+        let any = counts.allowed + counts.denied + counts.shadow_denied + counts.store_unavailable > 0;
+        if any {
+            totals.add(counts);
+            timeline.push(Minute { at: Millis(minute * MINUTE_MS), counts });
+        }
+    }
+    Ok(Json(PolicyStats { policy: id, from, to, totals, timeline }))
+}
