@@ -37,11 +37,20 @@ struct RequestLabels {
 
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
+/// A rate-limit decision of the global tier: the policy (ids are bounded by the policies
+/// that exist) and what happened (allowed, denied, shadow_denied, store_unavailable).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    policy: String,
+    outcome: &'static str,
+}
+
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
+    decisions: Family<DecisionLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -56,7 +65,14 @@ impl Metrics {
         let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register("http_request_duration_seconds", "Time to answer HTTP requests", latency.clone());
-        Arc::new(Metrics { registry, requests, latency })
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("ratelimit_decisions", "Rate-limit decisions of the global tier", decisions.clone());
+        Arc::new(Metrics { registry, requests, latency, decisions })
+    }
+
+    /// Counts a global-tier decision of `policy`.
+    pub(crate) fn count_decision(&self, policy: &str, outcome: &'static str) {
+        self.decisions.get_or_create(&DecisionLabels { policy: policy.to_owned(), outcome }).inc();
     }
 
     fn render(&self) -> String {

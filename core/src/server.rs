@@ -92,7 +92,8 @@ impl App {
 
     pub fn from_parts(config: Config, db: Database, cache: Cache, publisher: Arc<Publisher>) -> App {
         let tally = crate::tally::Tally::new(cache.clone(), crate::ratelimit::STATS_KEPT_FOR);
-        let state = AppState { db, cache, config: Arc::new(config), publisher, tally };
+        let metrics = Metrics::new();
+        let state = AppState { db, cache, config: Arc::new(config), publisher, tally, metrics };
         let (router, openapi, metrics) = router(state.clone());
         App { router, state, openapi, metrics }
     }
@@ -160,7 +161,7 @@ fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi, Router) {
 /// Wraps `routes` in the middleware every request goes through and adds `/metrics`
 /// (unless it has a listener of its own); also returns `/metrics` alone.
 fn with_middleware(routes: Router<AppState>, state: AppState) -> (Router, Router) {
-    let metrics = Metrics::new();
+    let metrics = Arc::clone(&state.metrics);
     let config = Arc::clone(&state.config);
     let exposition = metrics::Exposition { metrics: Arc::clone(&metrics), token: config.metrics_token.clone() };
     let metrics_alone = Router::new().route("/metrics", get(metrics::serve)).with_state(exposition);
@@ -329,7 +330,7 @@ mod tests {
         let publisher = Publisher::new(db.clone(), Vec::new(), Vec::new());
         let cache: Cache = Arc::new(cache::MemoryStore::new());
         let tally = crate::tally::Tally::new(cache.clone(), Duration::from_secs(60));
-        let state = AppState { db, cache, config: Arc::new(config), publisher, tally };
+        let state = AppState { db, cache, config: Arc::new(config), publisher, tally, metrics: Metrics::new() };
         (with_middleware(routes, state).0, dir)
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::db::Database;
+use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::tally::Tally;
 
@@ -21,4 +22,6 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     /// Statistics counted in process and flushed to `cache` (rate-limit decisions).
     pub(crate) tally: Tally,
+    /// This process's Prometheus series, served at `/metrics`.
+    pub(crate) metrics: Arc<Metrics>,
 }

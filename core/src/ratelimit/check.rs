@@ -249,7 +249,9 @@ pub(crate) async fn check(
     let results = decide(&state.cache, &set, &request.domain, &descriptors, now).await;
     for result in &results {
         if let Some(policy) = &result.policy {
-            stats::record(&state.tally, policy, (now / 1000) as i64, result.outcome());
+            let outcome = result.outcome();
+            stats::record(&state.tally, policy, (now / 1000) as i64, outcome);
+            state.metrics.count_decision(policy, outcome.as_str());
         }
     }
     Ok(answer(results))

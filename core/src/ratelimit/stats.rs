@@ -37,7 +37,7 @@ pub(crate) enum Outcome {
 impl Outcome {
     const ALL: [Outcome; 4] = [Outcome::Allowed, Outcome::Denied, Outcome::ShadowDenied, Outcome::StoreUnavailable];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Allowed => "allowed",
             Outcome::Denied => "denied",
