@@ -63,14 +63,33 @@ fn edge_value(edge: &str, auth: &str) -> Option<i64> {
     answer["value"].as_i64()
 }
 
+/// What replicas share: a PostgreSQL and a Redis of their own, a work directory, the
+/// configuration naming both, and the admin key every replica is started with.
+struct Shared {
+    postgres: PrivatePostgres,
+    redis: PrivateRedis,
+    dir: tempfile::TempDir,
+    config: Config,
+    admin_key: String,
+}
+
+impl Shared {
+    fn start() -> Shared {
+        let (postgres, redis) = (PrivatePostgres::start(), PrivateRedis::start());
+        let config = Config {
+            database_url: Some(postgres.url().into()),
+            redis_url: Some(redis.url().into()),
+            ..Config::default()
+        };
+        let admin_key = format!("vk_test_{}", uuid::Uuid::new_v4().simple());
+        Shared { postgres, redis, dir: tempfile::tempdir().unwrap(), config, admin_key }
+    }
+}
+
 #[tokio::test]
 async fn two_replicas_share_the_work_without_doing_any_of_it_twice() {
-    let (postgres, redis) = (PrivatePostgres::start(), PrivateRedis::start());
-    let dir = tempfile::tempdir().unwrap();
+    let Shared { postgres: _postgres, redis, dir, config, admin_key } = Shared::start();
     let work = dir.path();
-    let config =
-        Config { database_url: Some(postgres.url().into()), redis_url: Some(redis.url().into()), ..Config::default() };
-    let admin_key = format!("vk_test_{}", uuid::Uuid::new_v4().simple());
     let redis_url = redis.url();
     let env = [
         ("VERGE_ADMIN_KEY", admin_key.as_str()),
@@ -189,12 +208,8 @@ async fn two_replicas_share_the_work_without_doing_any_of_it_twice() {
 /// two `verge serve` sharing Redis allow exactly the limit, for each algorithm.
 #[tokio::test]
 async fn two_replicas_allow_exactly_the_limit_between_them() {
-    let (postgres, redis) = (PrivatePostgres::start(), PrivateRedis::start());
-    let dir = tempfile::tempdir().unwrap();
+    let Shared { postgres: _postgres, redis: _redis, dir, config, admin_key } = Shared::start();
     let work = dir.path();
-    let config =
-        Config { database_url: Some(postgres.url().into()), redis_url: Some(redis.url().into()), ..Config::default() };
-    let admin_key = format!("vk_test_{}", uuid::Uuid::new_v4().simple());
     let env = [("VERGE_ADMIN_KEY", admin_key.as_str())];
     let (_a, a) = Replica::start(&config, work, "a", &env);
     let (_b, b) = Replica::start(&config, work, "b", &env);
