@@ -1,7 +1,8 @@
 //! The in-process rate-limit decision, against the `governor` crate's GCRA in the same run.
 //!
 //! `decide` is what the in-process store does per decision, called as the core calls it
-//! (through the `Store` trait: find the bucket, one compare-and-swap), clock read included;
+//! (`Store::take_many`, as the check route calls it: find the bucket, one compare-and-swap),
+//! clock read included;
 //! `check_path` adds picking the policy for a descriptor and naming its counter, which is
 //! what `POST /v1/ratelimit/check` does per descriptor. Both sides count
 //! per key over 1,000 keys with limits that never deny, so the figures are the decision
@@ -13,7 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use governor::{Quota, RateLimiter};
 use serde_json::json;
-use verge_core::cache::{Cache, MemoryStore, take_limit};
+use verge_core::cache::{Cache, MemoryStore, Take};
 use verge_shared::ratelimit::{Algorithm, Limit, PolicySet};
 
 const KEYS: usize = 1_000;
@@ -42,7 +43,8 @@ fn decisions(c: &mut Criterion) {
         group.bench_function(format!("verge/decide/{}", algorithm.as_str()), |b| {
             b.iter(|| {
                 i = (i + 1) % KEYS;
-                take_limit(store.as_ref(), &keys[i], &limit, 1, now_us()).now_or_never().unwrap().unwrap().allowed
+                let take = [Take { key: &keys[i], limit, cost: 1 }];
+                store.take_many(&take, now_us()).now_or_never().unwrap().unwrap()[0].allowed
             })
         });
     }
@@ -58,11 +60,8 @@ fn decisions(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % KEYS;
             let selected = set.select("api", &[("api_key", keys[i].as_str())]).unwrap();
-            take_limit(store.as_ref(), &selected.counter, &selected.limit, 1, now_us())
-                .now_or_never()
-                .unwrap()
-                .unwrap()
-                .allowed
+            let take = [Take { key: &selected.counter, limit: selected.limit, cost: 1 }];
+            store.take_many(&take, now_us()).now_or_never().unwrap().unwrap()[0].allowed
         })
     });
     group.finish();

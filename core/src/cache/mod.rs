@@ -91,23 +91,6 @@ pub struct Take<'a> {
     pub cost: u32,
 }
 
-/// Decides a request of `cost` under `limit`, whichever algorithm it uses.
-pub async fn take_limit(
-    cache: &dyn Store,
-    key: &str,
-    limit: &Limit,
-    cost: u32,
-    now_us: u64,
-) -> Result<Decision, CacheError> {
-    if let Some(decision) = cache.take_now(key, limit, cost, now_us) {
-        return Ok(decision);
-    }
-    match limit.window() {
-        Some(_) => cache.take_window(key, limit, cost, now_us).await,
-        None => cache.take(key, limit.gcra(), cost, now_us).await,
-    }
-}
-
 /// Opens the backend the configuration selects.
 pub async fn connect(config: &Config) -> Result<Cache, CacheError> {
     match &config.redis_url {
