@@ -107,6 +107,8 @@ fn validate(batch: &EventBatch, now: Millis) -> Result<Vec<String>, ApiError> {
             errors.extend(crate::links::clicks::check(i, &event.data));
         } else if event.kind == crate::flags::EVALUATION_KIND {
             errors.extend(crate::flags::stale::check(i, &event.data));
+        } else if event.kind == crate::ratelimit::stats::EDGE_DECISION_KIND {
+            errors.extend(crate::ratelimit::stats::check(i, &event.data));
         }
     }
     if errors.is_empty() { Ok(data) } else { Err(ApiError::validation(errors)) }
@@ -183,7 +185,24 @@ pub(crate) async fn ingest(
     if republish {
         state.publisher.wake();
     }
+    record_edge_decisions(&state, &batch, &new_ids);
     Ok(Json(IngestResult { accepted, duplicates: batch.events.len() - accepted }))
+}
+
+/// Counts new edge rate-limit decisions in their policies' statistics and metrics.
+fn record_edge_decisions(state: &AppState, batch: &EventBatch, new_ids: &std::collections::HashSet<String>) {
+    use crate::ratelimit::stats;
+    let text =
+        |event: &Event, field: &str| event.data.get(field).and_then(serde_json::Value::as_str).map(str::to_owned);
+    for event in batch.events.iter().filter(|e| e.kind == stats::EDGE_DECISION_KIND && new_ids.contains(&e.id)) {
+        let (Some(policy), Some(outcome)) =
+            (text(event, "policy"), text(event, "outcome").as_deref().and_then(stats::Outcome::parse))
+        else {
+            continue; // `validate` refused the batch already
+        };
+        stats::record(&state.tally, &policy, event.at.0, outcome);
+        state.metrics.count_decision(&policy, outcome.as_str());
+    }
 }
 
 /// Takes `events` from the key's per-minute bucket, or answers 429 with when they fit.

@@ -37,6 +37,9 @@ impl Host for BenchHost {
         let prefix = format!("{DATASET}/v{}/", self.version.get());
         Ok(key.strip_prefix(&prefix).and_then(|part| self.parts.get(part)).cloned())
     }
+    async fn counter_add(&self, _key: &str, delta: i64) -> Result<i64, HostError> {
+        Ok(delta)
+    }
     fn now_millis(&self) -> u64 {
         1_800_000_000_000
     }

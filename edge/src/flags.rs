@@ -155,15 +155,19 @@ fn unavailable() -> Response<Body> {
     crate::problem::response(StatusCode::SERVICE_UNAVAILABLE, "flags_unavailable", "flags are not published yet")
 }
 
-/// The key's environment, live: 401 without a key, 403 with one no environment has.
-async fn authorize<H: Host>(host: &H, request: &Request<Body>) -> Result<Current, Response<Body>> {
+/// The client key a request carries: `Authorization: Bearer …`, else `X-API-Key`.
+pub(crate) fn client_token(request: &Request<Body>) -> Option<&str> {
     let header_text = |name| request.headers().get(name).and_then(|value: &HeaderValue| value.to_str().ok());
-    let token = header_text(header::AUTHORIZATION.as_str())
+    header_text(header::AUTHORIZATION.as_str())
         .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
         .or_else(|| header_text("x-api-key"))
         .map(str::trim)
-        .filter(|token| !token.is_empty());
-    let Some(token) = token else {
+        .filter(|token| !token.is_empty())
+}
+
+/// The key's environment, live: 401 without a key, 403 with one no environment has.
+async fn authorize<H: Host>(host: &H, request: &Request<Body>) -> Result<Current, Response<Body>> {
+    let Some(token) = client_token(request) else {
         let mut response = crate::problem::response(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -313,10 +317,13 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<Body> {
         .expect("a valid response")
 }
 
-fn cors(mut response: Response<Body>) -> Response<Body> {
+pub(crate) fn cors(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("ETag"));
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("ETag, RateLimit, RateLimit-Policy, Retry-After"),
+    );
     response
 }
 

@@ -29,6 +29,11 @@ pub struct Client {
 pub trait Host {
     /// Reads one key of the edge KV store.
     fn kv_get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, HostError>>;
+    /// Adds `delta` to the rate-limit counter `key` and returns its new value (a missing
+    /// counter starts at zero), atomically across every instance the platform's counter
+    /// store serves. Counters never live in edge KV. Names follow
+    /// `<expires-at unix seconds>:<name>` so a store may forget them after that.
+    fn counter_add(&self, key: &str, delta: i64) -> impl Future<Output = Result<i64, HostError>>;
     /// Milliseconds since the Unix epoch.
     fn now_millis(&self) -> u64;
     fn client(&self) -> Client;

@@ -14,6 +14,7 @@ pub mod host;
 mod json;
 mod links;
 pub mod problem;
+mod ratelimit;
 mod router;
 mod settings;
 #[cfg(all(target_os = "wasi", target_env = "p2"))]

@@ -31,13 +31,33 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
             _ => method_not_allowed("GET, HEAD"),
         },
         _ if path.starts_with(crate::flags::PREFIX) => {
-            crate::flags::serve(host, request, &path[crate::flags::PREFIX.len()..], events).await
+            // Preflights are not counted: a browser sends one before its evaluations.
+            let allowed = if request.method() == Method::POST {
+                let api_key = crate::flags::client_token(request);
+                match crate::ratelimit::enforce(host, &facts(host, request, "ofrep", api_key), events).await {
+                    Ok(allowed) => Some(allowed),
+                    Err(refused) => return crate::flags::cors(refused),
+                }
+            } else {
+                None
+            };
+            let mut response = crate::flags::serve(host, request, &path[crate::flags::PREFIX.len()..], events).await;
+            if let Some(allowed) = allowed {
+                allowed.annotate(&mut response);
+            }
+            response
         }
         _ => {
             let code = link_code(path);
             if let Some(code) = code {
+                let allowed = match crate::ratelimit::enforce(host, &facts(host, request, "links", None), events).await
+                {
+                    Ok(allowed) => allowed,
+                    Err(refused) => return refused,
+                };
                 let domain = request_host(request).to_ascii_lowercase();
-                if let Some(response) = crate::links::serve(host, request, &domain, code, events).await {
+                if let Some(mut response) = crate::links::serve(host, request, &domain, code, events).await {
+                    allowed.annotate(&mut response);
                     return response;
                 }
             }
@@ -57,6 +77,24 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
                 None => problem::response(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path"),
             }
         }
+    }
+}
+
+/// What the rate-limit policies may count a request by.
+fn facts<'a, H: Host>(
+    host: &H,
+    request: &'a Request<Body>,
+    route: &'a str,
+    api_key: Option<&'a str>,
+) -> crate::ratelimit::Facts<'a> {
+    let client = host.client();
+    crate::ratelimit::Facts {
+        route,
+        request,
+        host_name: request_host(request),
+        client_ip: client.ip.map(|ip| ip.to_string()),
+        country: client.country.map(|c| String::from_utf8_lossy(&c).into_owned()),
+        api_key,
     }
 }
 
@@ -118,7 +156,7 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::RefCell;
     use std::collections::HashMap;
 
@@ -129,20 +167,35 @@ mod tests {
     use crate::host::{Client, HostError};
 
     #[derive(Default)]
-    struct FakeHost {
-        kv: HashMap<String, Vec<u8>>,
-        sent: RefCell<Vec<Vec<u8>>>,
+    pub(crate) struct FakeHost {
+        pub(crate) kv: HashMap<String, Vec<u8>>,
+        pub(crate) sent: RefCell<Vec<Vec<u8>>>,
+        pub(crate) counters: RefCell<HashMap<String, i64>>,
+        /// Milliseconds past the fixed start the clock has moved.
+        pub(crate) elapsed_ms: std::cell::Cell<u64>,
+        /// Counters that cannot answer, as when the platform's counter store is down.
+        pub(crate) counters_down: bool,
+        pub(crate) client: Client,
     }
 
     impl Host for FakeHost {
         async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
             Ok(self.kv.get(key).cloned())
         }
+        async fn counter_add(&self, key: &str, delta: i64) -> Result<i64, HostError> {
+            if self.counters_down {
+                return Err(HostError("counters unavailable".into()));
+            }
+            let mut counters = self.counters.borrow_mut();
+            let value = counters.entry(key.to_owned()).or_default();
+            *value += delta;
+            Ok(*value)
+        }
         fn now_millis(&self) -> u64 {
-            1_800_000_000_000
+            1_800_000_000_000 + self.elapsed_ms.get()
         }
         fn client(&self) -> Client {
-            Client::default()
+            self.client.clone()
         }
         fn fill_random(&self, buf: &mut [u8]) {
             buf.fill(7);
@@ -152,12 +205,12 @@ mod tests {
         }
     }
 
-    fn get(host: &FakeHost, method: Method, path: &str) -> Response<Body> {
+    pub(crate) fn get(host: &FakeHost, method: Method, path: &str) -> Response<Body> {
         let request = Request::builder().method(method).uri(path).body(Vec::new()).unwrap();
         futures_executor::block_on(handle(host, request))
     }
 
-    fn text(response: &Response<Body>) -> &str {
+    pub(crate) fn text(response: &Response<Body>) -> &str {
         std::str::from_utf8(response.body()).unwrap()
     }
 

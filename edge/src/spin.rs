@@ -52,6 +52,26 @@ thread_local! {
 }
 
 thread_local! {
+    /// The counters store (`wasi:keyvalue`, label `verge-counters`), opened once per instance.
+    static COUNTERS: OnceCell<Rc<counters::Bucket>> = const { OnceCell::new() };
+}
+
+use spin_sdk::experimental::wasi::keyvalue::{atomics, store as counters};
+
+/// The label of the store rate-limit counters live in; in Spin, a store of its own
+/// (`key_value_stores` in spin.toml, backed by Redis in the runtime config for counts that
+/// hold across a fleet), never the `default` store edge KV is published to.
+const COUNTERS_STORE: &str = "verge-counters";
+
+fn counters_bucket() -> Result<Rc<counters::Bucket>, HostError> {
+    if let Some(bucket) = COUNTERS.with(|cell| cell.get().cloned()) {
+        return Ok(bucket);
+    }
+    let opened = counters::open(COUNTERS_STORE).map_err(|err| HostError(format!("open counters store: {err:?}")))?;
+    Ok(COUNTERS.with(|cell| cell.get_or_init(|| Rc::new(opened)).clone()))
+}
+
+thread_local! {
     /// Event batches of this instance's requests waiting for its post in flight: one
     /// outbound call per round trip to the core, not per request (`crate::events`).
     static WAITING: std::cell::RefCell<crate::events::Coalescer> = std::cell::RefCell::default();
@@ -74,6 +94,11 @@ impl Host for SpinHost {
     async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
         let store = default_store().await?;
         store.get(key).await.map_err(|err| HostError(format!("KV get `{key}`: {err:?}")))
+    }
+
+    async fn counter_add(&self, key: &str, delta: i64) -> Result<i64, HostError> {
+        let bucket = counters_bucket()?;
+        atomics::increment(&bucket, key, delta).map_err(|err| HostError(format!("counter `{key}`: {err:?}")))
     }
 
     fn now_millis(&self) -> u64 {

@@ -3,7 +3,9 @@
 //!
 //! The global tier counts into the process's `Tally`, which moves the counts into the
 //! shared counter store once a second, so every replica's decisions add up in one place
-//! and recording costs no round trip. Minutes are kept for [`STATS_KEPT_FOR`].
+//! and recording costs no round trip. Edges report each decision as a
+//! [`EDGE_DECISION_KIND`] event (batched, after the response); ingest records the new ones
+//! the same way. Minutes are kept for [`STATS_KEPT_FOR`].
 
 use std::time::Duration;
 
@@ -45,6 +47,31 @@ impl Outcome {
             Outcome::StoreUnavailable => "store_unavailable",
         }
     }
+}
+
+/// The event an edge reports for each decision it makes: `{policy, outcome}`.
+pub(crate) const EDGE_DECISION_KIND: &str = "ratelimit.decision";
+
+impl Outcome {
+    pub(crate) fn parse(text: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|outcome| outcome.as_str() == text)
+    }
+}
+
+/// Checks an edge decision event's data (event `index` of a batch).
+pub(crate) fn check(index: usize, data: &serde_json::Map<String, serde_json::Value>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut fail = |field: &str, message: &str| {
+        errors.push(FieldError { field: format!("/events/{index}/data/{field}"), message: message.into() });
+    };
+    let policy = data.get("policy").and_then(serde_json::Value::as_str).unwrap_or_default();
+    if !(1..=64).contains(&policy.len()) || !policy.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        fail("policy", "must be a policy id");
+    }
+    if data.get("outcome").and_then(serde_json::Value::as_str).and_then(Outcome::parse).is_none() {
+        fail("outcome", "must be `allowed`, `denied`, `shadow_denied` or `store_unavailable`");
+    }
+    errors
 }
 
 fn counter(policy: &str, minute: i64, outcome: Outcome) -> String {

@@ -37,6 +37,10 @@ impl Host for WorkersHost<'_> {
         kv.get(key).bytes().await.map_err(|err| HostError(format!("KV get `{key}`: {err}")))
     }
 
+    async fn counter_add(&self, key: &str, delta: i64) -> Result<i64, HostError> {
+        crate::counters::add(self.env, key, delta).await
+    }
+
     fn now_millis(&self) -> u64 {
         worker::Date::now().as_millis()
     }

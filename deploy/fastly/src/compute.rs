@@ -9,6 +9,8 @@ use verge_edge::{Client, Host, HostError};
 use verge_edge::body::MAX_BODY_BYTES;
 /// Names wired in fastly.toml (and in the Fastly service configuration).
 const KV_STORE: &str = "verge_kv";
+/// The Edge Rate Limiting rate counter the edge counts in.
+const RATE_COUNTER: &str = "verge_ratelimit";
 const SECRET_STORE: &str = "verge_secrets";
 const CORE_BACKEND: &str = "core";
 
@@ -30,6 +32,23 @@ impl Host for FastlyHost {
             Err(KVStoreError::ItemNotFound) => Ok(None),
             Err(err) => Err(HostError(format!("KV get `{key}`: {err}"))),
         }
+    }
+
+    /// Fastly starts an instance per request, so counts can only live in Edge Rate Limiting:
+    /// a POP-wide rate counter that is approximate, lags by a few seconds, looks back at
+    /// most 60 s and only counts up (a denied request's take-back is dropped). The lagging
+    /// count plus this request's own `delta` is the answer; docs/ratelimit.md bounds it.
+    async fn counter_add(&self, key: &str, delta: i64) -> Result<i64, HostError> {
+        use fastly::erl::{CounterDuration, RateCounter};
+        let counter = RateCounter::open(RATE_COUNTER);
+        let entry = key.split_once(':').map_or(key, |(_, rest)| rest);
+        let fail = |err| HostError(format!("rate counter `{entry}`: {err:?}"));
+        let added = u32::try_from(delta.max(0)).unwrap_or(u32::MAX);
+        if added > 0 {
+            counter.increment(entry, added).map_err(fail)?;
+        }
+        let seen = counter.lookup_count(entry, CounterDuration::SixtySecs).map_err(fail)?;
+        Ok(i64::from(seen) + i64::from(added))
     }
 
     fn now_millis(&self) -> u64 {

@@ -13,6 +13,8 @@
 //! one did, so a publish is visible within [`WATCH_INTERVAL`] and a hot key (the manifest,
 //! a popular link, a 404's miss) costs no file locking per request.
 
+pub mod counters;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};

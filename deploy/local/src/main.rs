@@ -5,6 +5,7 @@
 //! It depends on nothing of Verge's but the store layout (Spin's SQLite key-value schema),
 //! and keeps wasmtime out of every other crate's build.
 
+mod counters;
 mod kv;
 mod outbound;
 mod runtime;

@@ -33,6 +33,9 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use verge_kv_store::counters::Counters;
+
+use crate::counters::CountersView;
 use crate::kv::{EdgeStore, KvView};
 use crate::outbound::OutboundPolicy;
 use crate::variables::{Variables, VariablesView};
@@ -81,6 +84,7 @@ struct Instances {
     engine: Engine,
     pre: ProxyPre<InstanceState>,
     store: Arc<EdgeStore>,
+    counters: Arc<Counters>,
     variables: Arc<Variables>,
     outbound: OutboundPolicy,
     max_reuse: usize,
@@ -95,6 +99,7 @@ pub(crate) struct InstanceState {
     http: WasiHttpCtx,
     outbound: OutboundPolicy,
     store: Arc<EdgeStore>,
+    counters: Arc<Counters>,
     variables: Arc<Variables>,
 }
 
@@ -112,6 +117,10 @@ impl WasiHttpView for InstanceState {
 
 fn kv_view(state: &mut InstanceState) -> KvView<'_> {
     KvView { table: &mut state.table, store: &state.store }
+}
+
+fn counters_view(state: &mut InstanceState) -> CountersView<'_> {
+    CountersView { table: &mut state.table, counters: &state.counters }
 }
 
 fn variables_view(state: &mut InstanceState) -> VariablesView<'_> {
@@ -166,6 +175,7 @@ impl Runtime {
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         crate::kv::add_to_linker(&mut linker, kv_view)?;
+        crate::counters::add_to_linker(&mut linker, counters_view)?;
         crate::variables::add_to_linker(&mut linker, variables_view)?;
         let pre = ProxyPre::P3(ServicePre::new(linker.instantiate_pre(&component)?)?);
 
@@ -183,6 +193,7 @@ impl Runtime {
             engine,
             pre,
             store,
+            counters: Arc::new(Counters::default()),
             variables: Arc::new(variables),
             outbound,
             max_reuse: max_reuse.max(1),
@@ -251,6 +262,7 @@ impl HandlerState for Instances {
             http: WasiHttpCtx::new(),
             outbound: self.outbound.clone(),
             store: self.store.clone(),
+            counters: self.counters.clone(),
             variables: self.variables.clone(),
         };
         let mut store = Store::new(&self.engine, state);

@@ -38,6 +38,10 @@ impl Host for NativeHost<'_> {
         self.node.kv.get(key).await
     }
 
+    async fn counter_add(&self, key: &str, delta: i64) -> Result<i64, HostError> {
+        self.node.kv.counter_add(key, delta).await
+    }
+
     fn now_millis(&self) -> u64 {
         let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         since_epoch.as_millis() as u64

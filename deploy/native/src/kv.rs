@@ -7,6 +7,10 @@
 //! forgets its cached reads when it moves, so a publish is visible at once on every node
 //! and a hot key costs no round trip per request. While Redis is unreachable a node keeps
 //! answering from that cache.
+//!
+//! Rate-limit counters sit beside KV, never in it: in process memory over the local store
+//! (one node counts alone), in Redis under `<prefix>__counters:` with the expiry their
+//! names carry (a fleet counts together, exactly).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +18,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use verge_edge::HostError;
+use verge_kv_store::counters::{Counters, expires_at_secs};
 use verge_kv_store::{Cached, EdgeStore, ReadCache};
 
 /// The key, under the prefix, the core's publisher increments after each write.
@@ -23,21 +28,28 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone)]
 pub(crate) enum Kv {
-    Local(Arc<EdgeStore>),
+    Local(Arc<EdgeStore>, Arc<Counters>),
     Redis(Arc<RedisKv>),
 }
 
 impl Kv {
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
         match self {
-            Kv::Local(store) => store.get(key).map_err(|err| HostError(err.to_string())),
+            Kv::Local(store, _) => store.get(key).map_err(|err| HostError(err.to_string())),
             Kv::Redis(redis) => redis.get(key).await,
+        }
+    }
+
+    pub(crate) async fn counter_add(&self, key: &str, delta: i64) -> Result<i64, HostError> {
+        match self {
+            Kv::Local(_, counters) => Ok(counters.add(key, delta, unix_secs())),
+            Kv::Redis(redis) => redis.counter_add(key, delta).await,
         }
     }
 
     pub(crate) fn describe(&self) -> String {
         match self {
-            Kv::Local(_) => "local edge store".into(),
+            Kv::Local(..) => "local edge store".into(),
             Kv::Redis(redis) => format!("redis (prefix `{}`)", redis.prefix),
         }
     }
@@ -89,6 +101,20 @@ impl RedisKv {
         self.cache.forget();
     }
 
+    /// `INCRBY` and, for a name that carries its expiry, `EXPIREAT`, in one round trip.
+    async fn counter_add(&self, key: &str, delta: i64) -> Result<i64, HostError> {
+        let name = format!("{}__counters:{key}", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.atomic().incr(&name, delta);
+        if let Some(at) = expires_at_secs(key) {
+            pipe.cmd("EXPIREAT").arg(&name).arg(at).ignore();
+        }
+        let mut conn = self.conn.clone();
+        let (value,): (i64,) =
+            pipe.query_async(&mut conn).await.map_err(|err| HostError(format!("redis counter `{key}`: {err}")))?;
+        Ok(value)
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
         let generation = match self.cache.lookup(key) {
             Cached::Hit(value) => return Ok(value),
@@ -102,4 +128,8 @@ impl RedisKv {
         self.cache.store(generation, key, value.as_deref());
         Ok(value)
     }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -88,7 +88,7 @@ async fn run(args: Args) -> Result<(), String> {
             let file = if store.is_dir() { store.join("kv.db") } else { store.clone() };
             let opened = verge_kv_store::EdgeStore::open(&file)
                 .map_err(|err| format!("opening edge store {}: {err}", file.display()))?;
-            kv::Kv::Local(opened)
+            kv::Kv::Local(opened, Default::default())
         }
         (None, None) => return Err("give --store DIR or --redis URL".into()),
     };
