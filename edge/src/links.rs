@@ -43,12 +43,14 @@ pub(crate) async fn serve<H: Host>(
     let password_ok = match (&link.password, &submitted) {
         (Some(hash), Some(given)) => {
             let who = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
-            if let Some(seconds) = attempts::retry_after(&link.id, &who, visit.now_millis) {
-                return Some(too_many_attempts(seconds));
+            match attempts::retry_after(host, &link.id, &who, visit.now_millis).await {
+                Ok(None) => {}
+                Ok(Some(seconds)) => return Some(too_many_attempts(seconds)),
+                Err(_) => return Some(attempts_uncounted()),
             }
             let right = hash.verify(given);
             if !right {
-                attempts::record_failure(&link.id, &who, visit.now_millis);
+                attempts::record_failure(host, &link.id, &who, visit.now_millis).await;
             }
             right
         }
@@ -120,6 +122,17 @@ fn too_many_attempts(retry_after_secs: u64) -> Response<Body> {
         "too many wrong passwords for this link; try again later",
     );
     response.headers_mut().insert(header::RETRY_AFTER, retry_after_secs.into());
+    response
+}
+
+/// 503 when failed attempts cannot be counted: no password is checked uncounted.
+fn attempts_uncounted() -> Response<Body> {
+    let mut response = crate::problem::response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "attempts_uncounted",
+        "passwords cannot be checked right now; try again shortly",
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, 5.into());
     response
 }
 

@@ -221,6 +221,13 @@ fn select_all<'p>(set: &'p PolicySet, facts: &Facts<'_>) -> Vec<Selected<'p>> {
         .collect()
 }
 
+/// The platform counter of window `window` (of `period_us`) of the counter whose SHA-256
+/// is `hash`: kept until the window after it has ended too.
+pub(crate) fn counter_name(hash: &str, window: u64, period_us: u64) -> String {
+    let expires_secs = (window + 2).saturating_mul(period_us).div_ceil(1_000_000);
+    format!("{expires_secs}:{}:{window}", &hash[..32])
+}
+
 /// Counts one request in `selected`'s window and decides it.
 async fn count<H: Host>(host: &H, selected: &Selected<'_>, now_us: u64) -> Result<Decision, crate::HostError> {
     let limit: Limit = selected.limit;
@@ -228,10 +235,7 @@ async fn count<H: Host>(host: &H, selected: &Selected<'_>, now_us: u64) -> Resul
     let period_us = limit.period_us().max(1);
     let index = now_us / period_us;
     let hash = verge_shared::sha256_hex(selected.counter.as_bytes());
-    let name = |window: u64| {
-        let expires_secs = (window + 2).saturating_mul(period_us).div_ceil(1_000_000);
-        format!("{expires_secs}:{}:{window}", &hash[..32])
-    };
+    let name = |window: u64| counter_name(&hash, window, period_us);
     let current = name(index);
     let after = host.counter_add(&current, 1).await?;
     let previous = match kind {
