@@ -275,6 +275,7 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let app = App::build(config.clone()).await?;
+    seed_defaults(&app).await?;
     let bootstrap = keys::bootstrap(&app.state.db, config.admin_key.as_ref(), true).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let storage = match app.state.db.dialect() {
@@ -389,11 +390,19 @@ async fn edge_serve(
     }
 }
 
+/// The policies a new installation starts with (`ratelimit::defaults`).
+async fn seed_defaults(app: &App) -> anyhow::Result<()> {
+    crate::ratelimit::defaults::seed(&app.state.db)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot seed the default rate-limit policies: {err:?}"))
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let app = App::build(config.clone()).await?;
+    seed_defaults(&app).await?;
     match keys::bootstrap(&app.state.db, config.admin_key.as_ref(), false).await? {
         Bootstrap::FromConfig => tracing::info!("installed VERGE_ADMIN_KEY as the first admin key"),
         Bootstrap::Existing if keys::none_exist(&app.state.db).await? => {

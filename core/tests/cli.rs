@@ -27,14 +27,15 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
     assert_eq!(http_get(&core, "/v1/keys", Some(&key)).0, 200);
 
     // The local edge runs the component over the store the core publishes into, and shows
-    // the snapshot the core just published.
+    // the snapshot the core just published: the edge settings and the default rate-limit
+    // policies.
     assert!(lines.iter().any(|l| l.contains("edge store") && l.contains("kv.db")), "{lines:?}");
     let edge = field(&lines, "edge").trim_end_matches("/__verge/health").to_owned();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (status, body) = http_get(&edge, "/__verge/health", None);
         assert_eq!(status, 200, "{body}");
-        if body == r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1}}"# {
+        if body == r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1,"rl/edge":1}}"# {
             break;
         }
         assert!(Instant::now() < deadline, "the edge never saw snapshot 1: {body}");

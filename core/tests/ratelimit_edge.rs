@@ -117,6 +117,9 @@ async fn policies_limit_the_edge_within_a_second_and_its_decisions_reach_the_sta
     let (first, took) = first_limited(&dev, "POST", ofrep, &bearer, &per_key);
     assert!(took < Duration::from_secs(1), "the policy took {took:?} to reach the edge");
     assert_eq!(first.status, 403, "{}", first.body);
+    // The default policy (per key and address) applies beside it: every shape counts.
+    let applied = first.header("ratelimit-policy").unwrap();
+    assert!(applied.contains("\"rl_default_ofrep_client\";q=6000;w=60"), "{applied}");
     assert_eq!(http(&dev.edge, "POST", ofrep, &bearer, "{}").status, 403);
     let refused = http(&dev.edge, "POST", ofrep, &bearer, "{}");
     assert_eq!((refused.status, refused.header("access-control-allow-origin")), (429, Some("*")));
@@ -136,4 +139,35 @@ async fn policies_limit_the_edge_within_a_second_and_its_decisions_reach_the_sta
     let metrics = http(&dev.core, "GET", "/metrics", &[], "").body;
     let denied = format!("verge_ratelimit_decisions_total{{policy=\"{per_client}\",outcome=\"denied\"}} 1");
     assert!(metrics.contains(&denied), "{metrics}");
+}
+
+#[tokio::test]
+async fn the_default_policies_are_seeded_once_and_a_deleted_one_stays_deleted() {
+    let (config, dir) = fresh_config().await;
+    let (mut dev_process, lines) = start_dev(verge(&config, dir.path()));
+    let dev = Dev {
+        core: field(&lines, "core API").trim_end_matches("/v1").to_owned(),
+        edge: field(&lines, "edge").trim_end_matches("/__verge/health").to_owned(),
+        key: field(&lines, "admin key").to_owned(),
+    };
+    let (_, listed) = dev.call("GET", "/v1/ratelimit/policies", None);
+    let ids: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["rl_default_ofrep_client"]);
+    let default = &listed["items"][0];
+    assert_eq!(
+        default["descriptor"],
+        json!([{"key": "route", "value": "ofrep"}, {"key": "api_key"}, {"key": "remote_address"}])
+    );
+    let (status, audit) = dev.call("GET", "/v1/audit-log?target_id=rl_default_ofrep_client", None);
+    assert_eq!(status, 200, "{audit}");
+    assert_eq!(audit["items"][0]["actor"], "system", "{audit}");
+    assert_eq!(dev.call("DELETE", "/v1/ratelimit/policies/rl_default_ofrep_client", None).0, 204);
+    dev_process.terminate();
+
+    let mut again = verge(&config, dir.path());
+    again.env("VERGE_ADMIN_KEY", &dev.key);
+    let (_dev_again, lines) = start_dev(again);
+    let dev = Dev { core: field(&lines, "core API").trim_end_matches("/v1").to_owned(), ..dev };
+    let (_, listed) = dev.call("GET", "/v1/ratelimit/policies", None);
+    assert_eq!(listed["items"], json!([]), "a deleted default is not seeded again");
 }

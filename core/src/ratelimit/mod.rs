@@ -6,6 +6,7 @@
 //! adds storage (`policies`), the check route (`check`) and envoy's YAML (`envoy`).
 
 pub(crate) mod check;
+pub(crate) mod defaults;
 pub(crate) mod envoy;
 pub(crate) mod policies;
 pub(crate) mod stats;
