@@ -237,6 +237,13 @@ async fn run_until(
         app.state.publisher.clone(),
         stopped(stop_rx.clone()),
     ));
+    let alerts = tokio::spawn(crate::ratelimit::alerts::run(
+        app.state.db.clone(),
+        app.state.cache.clone(),
+        app.state.tally.clone(),
+        app.state.config.ratelimit_alert_interval(),
+        stopped(stop_rx.clone()),
+    ));
     let mut server = std::pin::pin!(server::serve(listener, app.router, stopped(stop_rx), grace));
     let served = tokio::select! {
         served = &mut server => served,
@@ -249,6 +256,7 @@ async fn run_until(
     served?;
     publisher.await?;
     scheduler.await?;
+    alerts.await?;
     app.state.db.close().await;
     Ok(())
 }

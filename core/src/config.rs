@@ -57,6 +57,8 @@ pub struct Config {
     /// Events one key may send to `POST /v1/events` per minute (a token bucket, bursts up
     /// to the same number), so a leaked ingest key cannot flood the database.
     pub ingest_events_per_minute: u32,
+    /// How often each core evaluates the rate-limit alert rules (a minute; tests shorten it).
+    pub ratelimit_alert_interval_ms: u64,
     /// When set, `/metrics` answers only requests bearing this token.
     pub metrics_token: Option<SecretString>,
     /// When set, `verge serve` answers `/metrics` on this address (say, a private
@@ -91,6 +93,7 @@ impl Default for Config {
             links_default_domain: None,
             links_short_url_base: None,
             ingest_events_per_minute: 1_200_000,
+            ratelimit_alert_interval_ms: 60_000,
             metrics_token: None,
             metrics_listen: None,
         }
@@ -170,6 +173,10 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn ratelimit_alert_interval(&self) -> Duration {
+        Duration::from_millis(self.ratelimit_alert_interval_ms.max(10))
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -21,6 +21,7 @@ pub mod keys;
 mod links;
 mod memo;
 mod metrics;
+mod notifications;
 mod openapi;
 pub mod pagination;
 pub mod publish;

@@ -27,6 +27,7 @@ use crate::error::PROBLEM_JSON;
         (name = "keys", description = "Admin API keys"),
         (name = "audit", description = "Audit log of administrative writes"),
         (name = "events", description = "Events sent back by edges"),
+        (name = "notifications", description = "What the core reports happened (alerts, …), in order"),
     )
 )]
 pub(crate) struct ApiDoc;

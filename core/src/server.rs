@@ -29,7 +29,7 @@ use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
 pub use crate::state::AppState;
-use crate::{audit, edge, events, flags, health, keys, links, openapi, ratelimit};
+use crate::{audit, edge, events, flags, health, keys, links, notifications, openapi, ratelimit};
 
 /// A built service: its router, the state behind it, and its API description.
 #[derive(Clone)]
@@ -142,7 +142,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(ratelimit::envoy::import, ratelimit::envoy::export))
         .routes(routes!(ratelimit::check::check))
-        .routes(routes!(ratelimit::stats::policy_stats));
+        .routes(routes!(ratelimit::stats::policy_stats))
+        .routes(routes!(notifications::list));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

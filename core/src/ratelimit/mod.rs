@@ -5,6 +5,7 @@
 //! so the policies the core accepts are exactly those every edge can enforce. This module
 //! adds storage (`policies`), the check route (`check`) and envoy's YAML (`envoy`).
 
+pub(crate) mod alerts;
 pub(crate) mod check;
 pub(crate) mod defaults;
 pub(crate) mod envoy;

@@ -304,6 +304,7 @@ pub(crate) async fn update(conn: &mut sqlx::AnyConnection, actor: &Actor, policy
 pub(crate) async fn remove(conn: &mut sqlx::AnyConnection, actor: &Actor, id: &str) -> Result<(), ApiError> {
     let before = load(conn, id).await?;
     sqlx::query("DELETE FROM ratelimit_policies WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    super::alerts::forget(conn, id).await?;
     let old = before.to_value();
     crate::audit::record(conn, actor, "ratelimit_policy.delete", "ratelimit_policy", id, Some(&old), None).await?;
     enqueue(conn, &dataset(&before.policy.domain)).await?;

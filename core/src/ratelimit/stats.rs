@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{PolicyReaders, load};
+use crate::cache::{Cache, CacheError};
 use crate::error::{ApiError, ApiQuery, FieldError, Problem};
 use crate::keys::Authorized;
 use crate::state::AppState;
@@ -23,7 +24,7 @@ use crate::time::{Millis, now_millis};
 
 /// How long a minute's counts are kept: a day, and the hour it may take to look.
 pub(crate) const STATS_KEPT_FOR: Duration = Duration::from_secs(25 * 3600);
-const MINUTE_MS: i64 = 60_000;
+pub(crate) const MINUTE_MS: i64 = 60_000;
 /// The longest timeline one request may ask for.
 const MAX_MINUTES: i64 = 24 * 60;
 
@@ -96,10 +97,10 @@ pub(crate) struct StatsParams {
 
 #[derive(Debug, Default, Clone, Copy, Serialize, ToSchema)]
 pub(crate) struct Counts {
-    allowed: u64,
-    denied: u64,
-    shadow_denied: u64,
-    store_unavailable: u64,
+    pub(crate) allowed: u64,
+    pub(crate) denied: u64,
+    pub(crate) shadow_denied: u64,
+    pub(crate) store_unavailable: u64,
 }
 
 impl Counts {
@@ -140,6 +141,17 @@ pub(crate) struct PolicyStats {
     timeline: Vec<Minute>,
 }
 
+/// One minute's counts of `policy`, as the counter store holds them (flushed tallies).
+pub(crate) async fn minute_counts(cache: &Cache, policy: &str, minute: i64) -> Result<Counts, CacheError> {
+    let mut counts = Counts::default();
+    for outcome in Outcome::ALL {
+        let stored = cache.get(&counter(policy, minute, outcome)).await?;
+        let n = stored.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<u64>().ok()).unwrap_or(0);
+        counts.set(outcome, n);
+    }
+    Ok(counts)
+}
+
 /// Decisions of a policy per minute (the last day is kept).
 #[utoipa::path(
     get, path = "/v1/ratelimit/policies/{id}/stats", tag = "ratelimit",
@@ -175,12 +187,7 @@ pub(crate) async fn policy_stats(
     let mut totals = Counts::default();
     let mut timeline = Vec::new();
     for minute in from.0.div_euclid(MINUTE_MS)..=(to.0 - 1).div_euclid(MINUTE_MS) {
-        let mut counts = Counts::default();
-        for outcome in Outcome::ALL {
-            let stored = state.cache.get(&counter(&id, minute, outcome)).await.map_err(ApiError::from)?;
-            let n = stored.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<u64>().ok()).unwrap_or(0);
-            counts.set(outcome, n);
-        }
+        let counts = minute_counts(&state.cache, &id, minute).await?;
         let any = counts.allowed + counts.denied + counts.shadow_denied + counts.store_unavailable > 0;
         if any {
             totals.add(counts);

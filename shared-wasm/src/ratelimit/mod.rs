@@ -6,6 +6,7 @@
 //! where the counters live differs (Redis or process memory in the core, the platform's
 //! own counters at the edge). Nothing here reads a clock or a counter: callers pass both.
 
+mod alert;
 pub mod headers;
 mod limit;
 mod net;
@@ -16,6 +17,7 @@ pub mod window;
 
 use serde_json::Value;
 
+pub use self::alert::{Alert, MAX_ALERT_MINUTES};
 pub use self::limit::{Algorithm, Limit, MAX_LIMIT, MAX_PERIOD_SECS};
 pub use self::net::{Network, parse_ip};
 pub use self::policy::{Entry, Failure, Mode, Pattern, Policy, Tiers};

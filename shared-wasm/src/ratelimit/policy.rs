@@ -14,8 +14,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Invalid;
 use super::limit::{Limit, allow_only, pointer_escape};
+use super::{Alert, Invalid};
 
 /// What a policy does over its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +97,7 @@ pub struct Policy {
     pub tiers: Option<Tiers>,
     pub mode: Mode,
     pub failure: Failure,
+    pub alert: Option<Alert>,
 }
 
 /// The most entries a descriptor may have.
@@ -122,6 +123,7 @@ impl Policy {
                 "tiers",
                 "mode",
                 "on_store_failure",
+                "alert",
                 "created_at",
                 "updated_at",
             ],
@@ -163,9 +165,10 @@ impl Policy {
                 Failure::Open
             }
         };
+        let alert = object.get("alert").filter(|v| !v.is_null()).and_then(|v| Alert::parse(v, &mut errors));
         match limit {
             Some(limit) if errors.is_empty() => {
-                Ok(Policy { id: id.to_owned(), name, domain, descriptor, limit, tiers, mode, failure })
+                Ok(Policy { id: id.to_owned(), name, domain, descriptor, limit, tiers, mode, failure, alert })
             }
             _ => Err(errors),
         }
@@ -195,6 +198,7 @@ impl Policy {
             "tiers": tiers,
             "mode": match self.mode { Mode::Enforce => "enforce", Mode::Shadow => "shadow" },
             "on_store_failure": match self.failure { Failure::Open => "allow", Failure::Closed => "deny" },
+            "alert": self.alert.map(Alert::to_value),
         })
     }
 
