@@ -232,7 +232,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     let iphone = [("user-agent", IPHONE)];
     let form = [("user-agent", BROWSER), ("content-type", "application/x-www-form-urlencoded")];
     #[rustfmt::skip]
-    let probes: [Probe<'_>; 13] = [
+    let probes: [Probe<'_>; 15] = [
         ("GET", "/__verge/health", &[], ""),
         ("HEAD", "/__verge/health", &[], ""),
         ("POST", "/__verge/health", &[], ""),
@@ -246,6 +246,8 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
         ("POST", "/secret", &form, "password=wrong"),
         ("POST", "/secret", &form, "password=open+sesame"),
         ("GET", "/nolink1", &browser, ""),
+        ("POST", "/ratelimit/v1/check", &[], "{}"),
+        ("GET", "/ratelimit/v1/check", &[], ""),
     ];
     let plain = http(&local_url, "GET", "/plain?ref=x", &browser, "");
     assert_eq!(

@@ -171,3 +171,50 @@ async fn the_default_policies_are_seeded_once_and_a_deleted_one_stays_deleted() 
     let (_, listed) = dev.call("GET", "/v1/ratelimit/policies", None);
     assert_eq!(listed["items"], json!([]), "a deleted default is not seeded again");
 }
+
+#[tokio::test]
+async fn the_edge_check_route_decides_for_check_keys_and_a_revoked_key_stops_working() {
+    let (config, dir) = fresh_config().await;
+    let (_dev, lines) = start_dev(verge(&config, dir.path()));
+    let dev = Dev {
+        core: field(&lines, "core API").trim_end_matches("/v1").to_owned(),
+        edge: field(&lines, "edge").trim_end_matches("/__verge/health").to_owned(),
+        key: field(&lines, "admin key").to_owned(),
+    };
+    let (status, key) = dev.call("POST", "/v1/keys", Some(json!({"name": "gateway", "scopes": ["ratelimit:check"]})));
+    assert_eq!(status, 201, "{key}");
+    let token = key["token"].as_str().unwrap().to_owned();
+    dev.create_policy(json!({"name": "API calls per key", "domain": "api", "descriptor": [{"key": "api_key"}],
+        "limit": {"algorithm": "fixed_window", "limit": 2, "period_seconds": 3600}}));
+    let auth = format!("Bearer {token}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let call = r#"{"domain": "api", "descriptors": [{"entries": [{"key": "api_key", "value": "k_1"}]}]}"#;
+    let started = Instant::now();
+    let first = loop {
+        let reply = http(&dev.edge, "POST", "/ratelimit/v1/check", &headers, call);
+        if reply.status == 200 {
+            break reply;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the edge never accepted the key: {}", reply.body);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let answer: Value = serde_json::from_str(&first.body).unwrap();
+    assert_eq!(answer["results"][0]["remaining"], 1, "{answer}");
+    assert!(first.header("ratelimit-policy").unwrap().ends_with(";q=2;w=3600"));
+    assert_eq!(http(&dev.edge, "POST", "/ratelimit/v1/check", &headers, call).status, 200);
+    let refused = http(&dev.edge, "POST", "/ratelimit/v1/check", &headers, call);
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+
+    // The admin key itself is no check key at the edge: only `ratelimit:check` keys are published.
+    let admin = format!("Bearer {}", dev.key);
+    assert_eq!(http(&dev.edge, "POST", "/ratelimit/v1/check", &[("authorization", admin.as_str())], call).status, 403);
+
+    // Revoked at the core, refused at the edge within a second.
+    assert_eq!(dev.call("DELETE", &format!("/v1/keys/{}", key["key"]["id"].as_str().unwrap()), None).0, 200);
+    let revoked = Instant::now();
+    until("the edge refuses the revoked key", Duration::from_secs(5), || {
+        http(&dev.edge, "POST", "/ratelimit/v1/check", &headers, call).status == 403
+    });
+    assert!(revoked.elapsed() < Duration::from_secs(1), "took {:?}", revoked.elapsed());
+}

@@ -30,6 +30,7 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
             Method::GET | Method::HEAD => health(host).await,
             _ => method_not_allowed("GET, HEAD"),
         },
+        crate::ratelimit::check::PATH => crate::ratelimit::check::serve(host, request, events).await,
         _ if path.starts_with(crate::flags::PREFIX) => {
             // Preflights are not counted: a browser sends one before its evaluations.
             let allowed = if request.method() == Method::POST {
@@ -81,7 +82,7 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
 }
 
 /// What the rate-limit policies may count a request by.
-fn facts<'a, H: Host>(
+pub(crate) fn facts<'a, H: Host>(
     host: &H,
     request: &'a Request<Body>,
     route: &'a str,

@@ -209,6 +209,7 @@ pub(crate) async fn insert(db: &Database, new: NewKey, token: String, actor: &Ac
         other => other?,
     };
     audit::record(&mut tx, actor, "key.create", "api_key", &key.id, None, Some(&key)).await?;
+    publish_if_edge_checker(&mut tx, &key.scopes).await?;
     tx.commit().await?;
     Ok(CreatedKey { key, token })
 }
@@ -275,9 +276,39 @@ pub async fn revoke(db: &Database, id: &str, actor: &Actor) -> Result<ApiKey, Ke
     sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2").bind(now.0).bind(id).execute(&mut *tx).await?;
     let after = ApiKey { revoked_at: Some(now), ..before.clone() };
     audit::record(&mut tx, actor, "key.revoke", "api_key", id, Some(&before), Some(&after)).await?;
+    publish_if_edge_checker(&mut tx, &before.scopes).await?;
     tx.commit().await?;
     db.memo().forget(MEMO_PREFIX);
     Ok(after)
+}
+
+/// Keys with `ratelimit:check` also work at the edge's check route, which learns of them
+/// (and of their revocation) from a published dataset.
+async fn publish_if_edge_checker(conn: &mut sqlx::AnyConnection, scopes: &[Scope]) -> Result<(), sqlx::Error> {
+    if scopes.contains(&Scope::RatelimitCheck) {
+        crate::publish::enqueue(conn, verge_shared::ratelimit::CHECKERS_DATASET).await?;
+    }
+    Ok(())
+}
+
+/// The secret hashes and expiry times of the active keys holding `scope`.
+pub(crate) async fn active_hashes_with(db: &Database, scope: Scope) -> Result<Vec<(String, Option<i64>)>, sqlx::Error> {
+    let now = now_millis().0;
+    let rows = sqlx::query(
+        "SELECT secret_hash, scopes, expires_at FROM api_keys
+         WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1) ORDER BY id",
+    )
+    .bind(now)
+    .fetch_all(db.pool())
+    .await?;
+    let mut found = Vec::new();
+    for row in &rows {
+        let scopes: String = row.try_get("scopes")?;
+        if scope::parse_stored(&scopes).contains(&scope) {
+            found.push((row.try_get("secret_hash")?, row.try_get::<Option<i64>, _>("expires_at")?));
+        }
+    }
+    Ok(found)
 }
 
 async fn active_admin_keys(tx: &mut sqlx::AnyConnection, now: Millis) -> Result<Vec<String>, sqlx::Error> {

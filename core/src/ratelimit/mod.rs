@@ -126,7 +126,8 @@ pub(crate) fn forget_sets(db: &Database) {
     db.memo().forget(MEMO_PREFIX);
 }
 
-/// Publishes each domain's policies as one dataset.
+/// Publishes each domain's policies as one dataset, and the keys the edge's check route
+/// accepts (those holding `ratelimit:check`) as another.
 #[derive(Debug)]
 pub(crate) struct RatelimitSource;
 
@@ -142,12 +143,27 @@ impl DatasetSource for RatelimitSource {
                 _ => datasets.push((policy.domain.clone(), PolicySet { policies: vec![policy] })),
             }
         }
-        Ok(datasets
+        let mut contents: Vec<DatasetContent> = datasets
             .into_iter()
             .map(|(domain, set)| DatasetContent {
                 name: dataset(&domain),
                 parts: vec![(POLICIES_PART.to_owned(), set.to_json())],
             })
-            .collect())
+            .collect();
+        let checkers: Vec<Value> = crate::keys::active_hashes_with(db, crate::keys::Scope::RatelimitCheck)
+            .await?
+            .into_iter()
+            .map(|(hash, expires_at)| serde_json::json!({"hash": hash, "expires_at": expires_at}))
+            .collect();
+        if !checkers.is_empty() {
+            contents.push(DatasetContent {
+                name: verge_shared::ratelimit::CHECKERS_DATASET.to_owned(),
+                parts: vec![(
+                    verge_shared::ratelimit::CHECKERS_PART.to_owned(),
+                    Value::Array(checkers).to_string().into_bytes(),
+                )],
+            });
+        }
+        Ok(contents)
     }
 }

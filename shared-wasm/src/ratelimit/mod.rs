@@ -23,6 +23,12 @@ pub use self::net::{Network, parse_ip};
 pub use self::policy::{Entry, Failure, Mode, Pattern, Policy, Tiers};
 pub use crate::gcra::Decision;
 
+/// The dataset naming the keys that may use the edge's check route, and its one part: a
+/// JSON array of `{"hash": <hex SHA-256 of the token>, "expires_at": <unix ms> | null}`.
+/// (No domain's dataset can be named so: `rl/<domain>` always holds a `/`.)
+pub const CHECKERS_DATASET: &str = "rl-checkers";
+pub const CHECKERS_PART: &str = "keys";
+
 /// The edge routes a policy in the `edge` domain can be scoped to with the `route` key.
 pub const ROUTES: &[&str] = &["links", "ofrep", "check"];
 

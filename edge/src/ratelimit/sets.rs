@@ -1,0 +1,107 @@
+//! The rate-limit datasets an instance has read: each domain's policy set (`rl/<domain>`)
+//! and the keys that may use the check route (`rl-checkers`), parsed once per version.
+//!
+//! An instance trusts what it read for [`RECHECK_MS`] before it looks at the manifest
+//! again, so a change applies within a second without a manifest read per request.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
+use verge_shared::ratelimit::{CHECKERS_DATASET, CHECKERS_PART, PolicySet};
+
+use crate::host::Host;
+
+/// How long an instance trusts a dataset it read before looking at the manifest again.
+pub(crate) const RECHECK_MS: u64 = 250;
+/// Datasets kept per instance (an instance serves the edge's own and a few checked domains).
+const KEPT: usize = 16;
+const POLICIES_PART: &str = "policies";
+
+/// A key that may ask the edge's check route for decisions: its token's SHA-256 (hex) and
+/// when it stops working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Checker {
+    pub(crate) hash: String,
+    pub(crate) expires_at_ms: Option<u64>,
+}
+
+struct Loaded<T> {
+    dataset: String,
+    /// The version and content hash the manifest named when it was read.
+    version: Option<(u64, String)>,
+    checked_at_ms: u64,
+    value: Arc<T>,
+}
+
+thread_local! {
+    static POLICY_SETS: RefCell<Vec<Loaded<PolicySet>>> = const { RefCell::new(Vec::new()) };
+    static CHECKERS: RefCell<Vec<Loaded<Vec<Checker>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The live policy set of `domain`; empty when none is published or it cannot be read.
+pub(crate) async fn policies<H: Host>(host: &H, domain: &str) -> Arc<PolicySet> {
+    let dataset = format!("rl/{domain}");
+    load(host, &POLICY_SETS, &dataset, POLICIES_PART, |bytes| PolicySet::from_json(bytes).unwrap_or_default()).await
+}
+
+/// The keys the check route accepts; none when none are published.
+pub(crate) async fn checkers<H: Host>(host: &H) -> Arc<Vec<Checker>> {
+    load(host, &CHECKERS, CHECKERS_DATASET, CHECKERS_PART, parse_checkers).await
+}
+
+fn parse_checkers(bytes: &[u8]) -> Vec<Checker> {
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_slice(bytes) else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|item| {
+            let hash = item.get("hash")?.as_str()?.to_owned();
+            Some(Checker { hash, expires_at_ms: item.get("expires_at").and_then(serde_json::Value::as_u64) })
+        })
+        .collect()
+}
+
+async fn load<H: Host, T: Default>(
+    host: &H,
+    cache: &'static std::thread::LocalKey<RefCell<Vec<Loaded<T>>>>,
+    dataset: &str,
+    part: &str,
+    parse: fn(&[u8]) -> T,
+) -> Arc<T> {
+    let now = host.now_millis();
+    let fresh = cache.with_borrow(|kept| {
+        kept.iter()
+            .find(|l| l.dataset == dataset && now.saturating_sub(l.checked_at_ms) < RECHECK_MS)
+            .map(|l| l.value.clone())
+    });
+    if let Some(value) = fresh {
+        return value;
+    }
+    let version = match host.kv_get(MANIFEST_KEY).await {
+        Ok(Some(bytes)) => {
+            Manifest::decode(&bytes).ok().and_then(|m| m.get(dataset).map(|d| (d.version, d.hash.clone())))
+        }
+        _ => None,
+    };
+    let known = cache.with_borrow(|kept| {
+        kept.iter()
+            .find(|l| l.dataset == dataset && l.version.is_some() && l.version == version)
+            .map(|l| l.value.clone())
+    });
+    let value = match (&version, known) {
+        (None, _) => Arc::new(T::default()),
+        (Some(_), Some(value)) => value,
+        (Some((number, _)), None) => match host.kv_get(&versioned_key(dataset, *number, part)).await {
+            Ok(Some(bytes)) => Arc::new(parse(&bytes)),
+            _ => Arc::new(T::default()),
+        },
+    };
+    cache.with_borrow_mut(|kept| {
+        kept.retain(|l| l.dataset != dataset);
+        if kept.len() >= KEPT {
+            kept.remove(0);
+        }
+        kept.push(Loaded { dataset: dataset.to_owned(), version, checked_at_ms: now, value: value.clone() });
+    });
+    value
+}
