@@ -217,11 +217,10 @@ async fn count<H: Host>(
     let period_us = limit.period_us().max(1);
     let index = now_us / period_us;
     let hash = verge_shared::sha256_hex(selected.counter.as_bytes());
-    let name = |window: u64| counter_name(&hash, window, period_us);
-    let current = name(index);
+    let current = counter_name(&hash, index, period_us);
     let after = host.counter_add(&current, i64::from(cost)).await?;
     let previous = match kind {
-        Kind::Sliding if index > 0 => host.counter_add(&name(index - 1), 0).await?,
+        Kind::Sliding if index > 0 => previous_count(host, counter_name(&hash, index - 1, period_us)).await?,
         _ => 0,
     };
     let state = WindowState {
@@ -235,6 +234,30 @@ async fn count<H: Host>(
         let _ = host.counter_add(&current, -i64::from(cost)).await;
     }
     Ok(decision)
+}
+
+/// Counts of windows that have ended, as this instance read them: an ended window no
+/// longer grows (but for requests that read the clock just before it ended), so a
+/// sliding window reads its previous window once per instance, not on every request.
+const ENDED_WINDOWS_KEPT: usize = 4096;
+
+thread_local! {
+    static ENDED_WINDOWS: std::cell::RefCell<std::collections::HashMap<String, i64>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+async fn previous_count<H: Host>(host: &H, name: String) -> Result<i64, crate::HostError> {
+    if let Some(count) = ENDED_WINDOWS.with_borrow(|ended| ended.get(&name).copied()) {
+        return Ok(count);
+    }
+    let count = host.counter_add(&name, 0).await?;
+    ENDED_WINDOWS.with_borrow_mut(|ended| {
+        if ended.len() >= ENDED_WINDOWS_KEPT {
+            ended.clear();
+        }
+        ended.insert(name, count);
+    });
+    Ok(count)
 }
 
 /// The IETF fields of one decision; none when nothing was counted.
