@@ -155,6 +155,8 @@ fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi, Router) {
     openapi::complete(&mut doc);
     let doc_json = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serializes"));
     let api = api.route("/openapi.json", get(move || openapi::serve(Arc::clone(&doc_json))));
+    // gRPC has no place in an OpenAPI document; docs/ratelimit.md describes it.
+    let api = api.route(ratelimit::rls::PATH, axum::routing::post(ratelimit::rls::should_rate_limit));
     let (router, metrics) = with_middleware(api, state);
     (router, doc, metrics)
 }

@@ -101,7 +101,15 @@ pub(crate) async fn require_key_under_v1(
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let token = bearer_token(req.headers())?;
+    let principal = principal_for(&state, req.headers()).await?;
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+/// The key a request's `Authorization: Bearer` names, checked to be active; for routes
+/// outside `/v1` that authenticate themselves (envoy's gRPC rate limit service).
+pub(crate) async fn principal_for(state: &AppState, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
+    let token = bearer_token(headers)?;
     let key = super::find_by_token(&state.db, token)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
@@ -130,8 +138,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         });
     }
     tracing::Span::current().record("key", tracing::field::display(&key.id));
-    req.extensions_mut().insert(Principal { key });
-    Ok(next.run(req).await)
+    Ok(Principal { key })
 }
 
 fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {

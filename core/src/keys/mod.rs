@@ -18,6 +18,7 @@ use sqlx::any::AnyRow;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
+pub(crate) use self::auth::principal_for;
 pub use self::auth::{AdminOnly, Authorized, Grants, Principal, Readers};
 pub use self::scope::{Scope, ScopeError};
 use crate::audit::{self, Actor};

@@ -63,26 +63,26 @@ pub(crate) struct CheckEntry {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct Outcome {
     /// The policy it fell under; null when none applies (then it is allowed, uncounted).
-    policy: Option<String>,
+    pub(super) policy: Option<String>,
     /// Whether the request may go ahead (shadow policies always allow).
-    allowed: bool,
+    pub(super) allowed: bool,
     /// A shadow policy that would have denied.
-    shadow_denied: bool,
+    pub(super) shadow_denied: bool,
     /// The plan whose limit applied.
-    plan: Option<String>,
-    limit: Option<u32>,
-    period_seconds: Option<u32>,
-    remaining: Option<u32>,
+    pub(super) plan: Option<String>,
+    pub(super) limit: Option<u32>,
+    pub(super) period_seconds: Option<u32>,
+    pub(super) remaining: Option<u32>,
     /// Seconds until the quota is whole again.
-    reset_seconds: Option<u64>,
+    pub(super) reset_seconds: Option<u64>,
     /// On a denial: seconds to wait; null when no wait helps (the cost exceeds the policy).
-    retry_after_seconds: Option<u64>,
+    pub(super) retry_after_seconds: Option<u64>,
     /// The counter store could not answer; the policy's failure mode decided.
-    store_unavailable: bool,
+    pub(super) store_unavailable: bool,
     #[serde(skip)]
-    fields: Option<(String, String)>,
+    pub(super) fields: Option<(String, String)>,
     #[serde(skip)]
-    blocks: bool,
+    pub(super) blocks: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -131,6 +131,9 @@ fn check_request(request: &CheckRequest) -> Result<(), ApiError> {
     if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
 }
 
+/// A descriptor as `decide` takes it: its entries and its cost.
+pub(crate) type Weighed<'a> = (Vec<(&'a str, &'a str)>, u32);
+
 /// Decides descriptors (entries and cost each) against `set`, all counters in one store
 /// round trip: the one place the global tier's rules live (the HTTP route and envoy's RLS
 /// both call it). A descriptor no policy covers is allowed and not counted.
@@ -138,7 +141,7 @@ pub(crate) async fn decide(
     cache: &Cache,
     set: &PolicySet,
     domain: &str,
-    descriptors: &[(Vec<(&str, &str)>, u32)],
+    descriptors: &[Weighed<'_>],
     now_us: u64,
 ) -> Vec<Outcome> {
     let selected: Vec<_> = descriptors.iter().map(|(entries, _)| set.select(domain, entries)).collect();
@@ -241,20 +244,25 @@ pub(crate) async fn check(
     check_request(&request)?;
     let set = domain_set(&state.db, &request.domain).await?;
     let now = crate::time::unix_micros();
-    let descriptors: Vec<(Vec<(&str, &str)>, u32)> = request
+    let descriptors: Vec<Weighed<'_>> = request
         .descriptors
         .iter()
         .map(|d| (d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect(), cost_of(d.cost).unwrap_or(1)))
         .collect();
     let results = decide(&state.cache, &set, &request.domain, &descriptors, now).await;
-    for result in &results {
+    record(&state, &results, now);
+    Ok(answer(results))
+}
+
+/// Counts decisions made at `now_us` in their policies' statistics and metrics.
+pub(crate) fn record(state: &AppState, results: &[Outcome], now_us: u64) {
+    for result in results {
         if let Some(policy) = &result.policy {
             let outcome = result.outcome();
-            stats::record(&state.tally, policy, (now / 1000) as i64, outcome);
+            stats::record(&state.tally, policy, (now_us / 1000) as i64, outcome);
             state.metrics.count_decision(policy, outcome.as_str());
         }
     }
-    Ok(answer(results))
 }
 
 fn answer(results: Vec<Outcome>) -> Response {

@@ -10,6 +10,7 @@ pub(crate) mod check;
 pub(crate) mod defaults;
 pub(crate) mod envoy;
 pub(crate) mod policies;
+pub(crate) mod rls;
 pub(crate) mod stats;
 
 pub(crate) use stats::STATS_KEPT_FOR;
