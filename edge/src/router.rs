@@ -89,14 +89,7 @@ pub(crate) fn facts<'a, H: Host>(
     api_key: Option<&'a str>,
 ) -> crate::ratelimit::Facts<'a> {
     let client = host.client();
-    crate::ratelimit::Facts {
-        route,
-        request,
-        host_name: request_host(request),
-        client_ip: client.ip.map(|ip| ip.to_string()),
-        country: client.country.map(|c| String::from_utf8_lossy(&c).into_owned()),
-        api_key,
-    }
+    crate::ratelimit::Facts { route, request, host_name: request_host(request), client, api_key }
 }
 
 /// `/{code}` with a code that could be a link's (generated or alias).
@@ -146,7 +139,7 @@ async fn health<H: Host>(host: &H) -> Response<Body> {
     response
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut response = problem::response(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

@@ -28,36 +28,8 @@ pub(crate) const MINUTE_MS: i64 = 60_000;
 /// The longest timeline one request may ask for.
 const MAX_MINUTES: i64 = 24 * 60;
 
-/// What happened to one request under a policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Allowed,
-    Denied,
-    ShadowDenied,
-    StoreUnavailable,
-}
-
-impl Outcome {
-    const ALL: [Outcome; 4] = [Outcome::Allowed, Outcome::Denied, Outcome::ShadowDenied, Outcome::StoreUnavailable];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Allowed => "allowed",
-            Outcome::Denied => "denied",
-            Outcome::ShadowDenied => "shadow_denied",
-            Outcome::StoreUnavailable => "store_unavailable",
-        }
-    }
-}
-
-/// The event an edge reports for each decision it makes: `{policy, outcome}`.
-pub(crate) const EDGE_DECISION_KIND: &str = "ratelimit.decision";
-
-impl Outcome {
-    pub(crate) fn parse(text: &str) -> Option<Outcome> {
-        Outcome::ALL.into_iter().find(|outcome| outcome.as_str() == text)
-    }
-}
+pub(crate) use verge_shared::ratelimit::DECISION_EVENT as EDGE_DECISION_KIND;
+pub(crate) use verge_shared::ratelimit::Outcome;
 
 /// Checks an edge decision event's data (event `index` of a batch).
 pub(crate) fn check(index: usize, data: &serde_json::Map<String, serde_json::Value>) -> Vec<FieldError> {

@@ -31,13 +31,7 @@ struct Call {
 
 pub(crate) async fn serve<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) -> Response<Body> {
     if request.method() != Method::POST {
-        let mut response = crate::problem::response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "rate-limit checks are POST requests",
-        );
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
+        return crate::router::method_not_allowed("POST");
     }
     let token = match authorize(host, request).await {
         Ok(token) => token,

@@ -23,6 +23,7 @@ pub(crate) mod sets;
 mod tests;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
+pub(crate) use verge_shared::ratelimit::Outcome;
 use verge_shared::ratelimit::window::{self, Kind, WindowState};
 use verge_shared::ratelimit::{Decision, Failure, Limit, Mode, PolicySet, Selected, headers, ip_prefix};
 
@@ -33,15 +34,15 @@ use crate::host::Host;
 /// The domain whose policies the edge enforces.
 pub(crate) const DOMAIN: &str = "edge";
 /// The event each decision reports, from which the core keeps the policy's statistics.
-pub(crate) const DECISION_KIND: &str = "ratelimit.decision";
+pub(crate) use verge_shared::ratelimit::DECISION_EVENT as DECISION_KIND;
 
 /// What the edge knows of a request, for filling descriptor entries.
 pub(crate) struct Facts<'a> {
     pub(crate) route: &'a str,
     pub(crate) request: &'a Request<Body>,
     pub(crate) host_name: &'a str,
-    pub(crate) client_ip: Option<String>,
-    pub(crate) country: Option<String>,
+    /// As the platform reported it; turned into text only if a policy asks.
+    pub(crate) client: crate::host::Client,
     pub(crate) api_key: Option<&'a str>,
 }
 
@@ -50,9 +51,9 @@ impl Facts<'_> {
         let text = |value: &str| (!value.is_empty()).then(|| value.to_owned());
         match key {
             "route" => text(self.route),
-            "remote_address" => self.client_ip.clone(),
-            "ip_prefix" => self.client_ip.as_deref().and_then(ip_prefix),
-            "country" => self.country.clone(),
+            "remote_address" => self.client.ip.map(|ip| ip.to_string()),
+            "ip_prefix" => self.client.ip.and_then(|ip| ip_prefix(&ip.to_string())),
+            "country" => self.client.country.map(|c| String::from_utf8_lossy(&c).into_owned()),
             "host" => text(&self.host_name.to_ascii_lowercase()),
             "path" => text(self.request.uri().path()),
             "method" => text(self.request.method().as_str()),
@@ -165,27 +166,6 @@ fn select_all<'p>(set: &'p PolicySet, facts: &Facts<'_>) -> Vec<Selected<'p>> {
 pub(crate) fn counter_name(hash: &str, window: u64, period_us: u64) -> String {
     let expires_secs = (window + 2).saturating_mul(period_us).div_ceil(1_000_000);
     format!("{expires_secs}:{}:{window}", &hash[..32])
-}
-
-/// What became of one request under one policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Allowed,
-    Denied,
-    ShadowDenied,
-    /// The counters could not answer; the policy's failure mode decided.
-    StoreUnavailable,
-}
-
-impl Outcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Allowed => "allowed",
-            Outcome::Denied => "denied",
-            Outcome::ShadowDenied => "shadow_denied",
-            Outcome::StoreUnavailable => "store_unavailable",
-        }
-    }
 }
 
 /// Counts a request of `cost` under `selected` now and decides it, the policy's mode and

@@ -23,6 +23,38 @@ pub use self::net::{Network, parse_ip};
 pub use self::policy::{Entry, Failure, Mode, Pattern, Policy, Tiers};
 pub use crate::gcra::Decision;
 
+/// What became of one request under one policy: the statistics' categories and the
+/// `outcome` of the decision events edges report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Denied,
+    /// A shadow policy would have denied.
+    ShadowDenied,
+    /// The counters could not answer; the policy's failure mode decided.
+    StoreUnavailable,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Outcome::Allowed, Outcome::Denied, Outcome::ShadowDenied, Outcome::StoreUnavailable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+            Outcome::ShadowDenied => "shadow_denied",
+            Outcome::StoreUnavailable => "store_unavailable",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|outcome| outcome.as_str() == text)
+    }
+}
+
+/// The event kind an edge reports each decision under: data `{policy, outcome}`.
+pub const DECISION_EVENT: &str = "ratelimit.decision";
+
 /// The dataset naming the keys that may use the edge's check route, and its one part: a
 /// JSON array of `{"hash": <hex SHA-256 of the token>, "expires_at": <unix ms> | null}`.
 /// (No domain's dataset can be named so: `rl/<domain>` always holds a `/`.)
