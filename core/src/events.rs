@@ -185,24 +185,38 @@ pub(crate) async fn ingest(
     if republish {
         state.publisher.wake();
     }
-    record_edge_decisions(&state, &batch, &new_ids);
+    record_edge_decisions(&state, &batch, &new_ids).await?;
     Ok(Json(IngestResult { accepted, duplicates: batch.events.len() - accepted }))
 }
 
-/// Counts new edge rate-limit decisions in their policies' statistics and metrics.
-fn record_edge_decisions(state: &AppState, batch: &EventBatch, new_ids: &std::collections::HashSet<String>) {
+/// Counts new edge rate-limit decisions in their policies' statistics and metrics; a
+/// decision naming no stored policy is kept as an event but counted nowhere, so an ingest
+/// key cannot grow the metrics' label sets with made-up ids.
+async fn record_edge_decisions(
+    state: &AppState,
+    batch: &EventBatch,
+    new_ids: &std::collections::HashSet<String>,
+) -> Result<(), sqlx::Error> {
     use crate::ratelimit::stats;
     let text =
         |event: &Event, field: &str| event.data.get(field).and_then(serde_json::Value::as_str).map(str::to_owned);
-    for event in batch.events.iter().filter(|e| e.kind == stats::EDGE_DECISION_KIND && new_ids.contains(&e.id)) {
-        let (Some(policy), Some(outcome)) =
-            (text(event, "policy"), text(event, "outcome").as_deref().and_then(stats::Outcome::parse))
-        else {
-            continue; // `validate` refused the batch already
-        };
-        stats::record(&state.tally, &policy, event.at.0, outcome);
-        state.metrics.count_decision(&policy, outcome.as_str());
+    let decisions: Vec<(String, stats::Outcome, i64)> = batch
+        .events
+        .iter()
+        .filter(|e| e.kind == stats::EDGE_DECISION_KIND && new_ids.contains(&e.id))
+        .filter_map(|e| {
+            Some((text(e, "policy")?, text(e, "outcome").as_deref().and_then(stats::Outcome::parse)?, e.at.0))
+        })
+        .collect();
+    if decisions.is_empty() {
+        return Ok(());
     }
+    let known = crate::ratelimit::policy_ids(&state.db).await?;
+    for (policy, outcome, at) in decisions.iter().filter(|(policy, ..)| known.contains(policy)) {
+        stats::record(&state.tally, policy, *at, *outcome);
+        state.metrics.count_decision(policy, outcome.as_str());
+    }
+    Ok(())
 }
 
 /// Takes `events` from the key's per-minute bucket, or answers 429 with when they fit.

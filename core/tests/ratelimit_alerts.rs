@@ -105,6 +105,15 @@ async fn an_alert_fires_once_while_its_rule_holds_and_resolves_after() {
     let kinds: Vec<Value> = notifications(&core, &policy).iter().map(|n| n["kind"].clone()).collect();
     assert_eq!(kinds, [json!("ratelimit.alert.firing"), json!("ratelimit.alert.resolved")]);
 
+    // Decisions naming no stored policy are kept as events but counted nowhere: an ingest
+    // key cannot grow the metrics with made-up policy ids.
+    report(&core, "rl_made_up", current - MINUTE_MS + 3, &[("denied", 1)]);
+    report(&core, &policy, current - MINUTE_MS + 3, &[("allowed", 1)]);
+    until("the known policy's decision is counted", Duration::from_secs(5), || {
+        http(&core.url, "GET", "/metrics", &[], "").body.contains(&format!("policy=\"{policy}\",outcome=\"allowed\""))
+    });
+    assert!(!http(&core.url, "GET", "/metrics", &[], "").body.contains("rl_made_up"));
+
     // Everything a consumer needs to page: kinds filter, and the cursor moves on.
     let (_, firing) = core.call("GET", "/v1/notifications?kind=ratelimit.alert.firing&limit=1", &Value::Null);
     assert_eq!(firing["items"].as_array().unwrap().len(), 1);

@@ -122,6 +122,21 @@ pub(crate) async fn domain_set(db: &Database, domain: &str) -> Result<std::sync:
     Ok(set)
 }
 
+/// The ids of every stored policy, remembered for a second like the sets.
+pub(crate) async fn policy_ids(
+    db: &Database,
+) -> Result<std::sync::Arc<std::collections::HashSet<String>>, sqlx::Error> {
+    let memo_key = format!("{MEMO_PREFIX}*ids");
+    if let Some(ids) = db.memo().get::<std::collections::HashSet<String>>(&memo_key) {
+        return Ok(ids);
+    }
+    let rows = sqlx::query("SELECT id FROM ratelimit_policies").fetch_all(db.pool()).await?;
+    let ids = rows.iter().map(|row| row.try_get::<String, _>("id")).collect::<Result<_, _>>()?;
+    let ids = std::sync::Arc::new(ids);
+    db.memo().put(memo_key, std::sync::Arc::clone(&ids));
+    Ok(ids)
+}
+
 /// Call after committing any policy write.
 pub(crate) fn forget_sets(db: &Database) {
     db.memo().forget(MEMO_PREFIX);

@@ -48,10 +48,22 @@ pub(crate) struct PolicyBody {
     /// (fail closed, 503).
     #[schema(pattern = "^(allow|deny)$")]
     on_store_failure: Option<String>,
+    /// Fire `ratelimit.alert.firing` (a notification) when more than `denied_percent` of
+    /// decisions were denials in each of the last `minutes` minutes.
+    alert: Option<AlertBody>,
     #[schema(read_only, value_type = String, format = DateTime)]
     created_at: String,
     #[schema(read_only, value_type = String, format = DateTime)]
     updated_at: String,
+}
+
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct AlertBody {
+    #[schema(minimum = 1, maximum = 100)]
+    denied_percent: u8,
+    #[schema(minimum = 1, maximum = 60)]
+    minutes: u8,
 }
 
 #[derive(Debug, ToSchema)]

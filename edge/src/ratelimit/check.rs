@@ -168,7 +168,7 @@ async fn answer<H: Host>(host: &H, call: &Call, events: &mut Events) -> Response
     let set = sets::policies(host, &call.domain).await;
     let mut results = Vec::with_capacity(call.descriptors.len());
     let mut applied = Vec::new();
-    let (mut denied, mut unavailable, mut wait) = (false, false, 0u64);
+    let (mut denied, mut unavailable, mut wait) = (false, false, None::<u64>);
     for (entries, cost) in &call.descriptors {
         let descriptor: Vec<(&str, &str)> = entries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let Some(selected) = set.select(&call.domain, &descriptor) else {
@@ -185,7 +185,8 @@ async fn answer<H: Host>(host: &H, call: &Call, events: &mut Events) -> Response
         unavailable |= blocks && outcome == Outcome::StoreUnavailable;
         let retry = if decision.allowed { None } else { headers::retry_after(&decision) };
         if blocks {
-            wait = wait.max(retry.unwrap_or(1));
+            // A cost no wait will ever allow has no Retry-After, as in the core.
+            wait = wait.max(retry);
         }
         results.push(result(&selected, &decision, outcome, retry));
     }
@@ -201,8 +202,8 @@ async fn answer<H: Host>(host: &H, call: &Call, events: &mut Events) -> Response
         let detail = "a rate-limit policy denies this request";
         problem_with(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail, "results", results.into())
     };
-    if denied {
-        response.headers_mut().insert(header::RETRY_AFTER, wait.max(1).into());
+    if let Some(wait) = wait {
+        response.headers_mut().insert(header::RETRY_AFTER, wait.into());
     }
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     super::annotate(&applied, &mut response);
