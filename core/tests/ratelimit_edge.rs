@@ -108,10 +108,11 @@ async fn policies_limit_the_edge_within_a_second_and_its_decisions_reach_the_sta
     assert!((1..=120).contains(&wait), "Retry-After {wait}");
     assert!(refused.header("ratelimit").unwrap().contains(";r=0;"));
 
-    // OFREP: two evaluations a minute per client key, counted before the key is checked.
+    // OFREP: two evaluations an hour per client key, counted before the key is checked (an
+    // hour-long fixed window, so the test never straddles its end).
     let per_key = dev.create_policy(json!({"name": "evaluations per client key",
         "descriptor": [{"key": "route", "value": "ofrep"}, {"key": "api_key"}],
-        "limit": {"algorithm": "fixed_window", "limit": 2, "period_seconds": 60}}));
+        "limit": {"algorithm": "fixed_window", "limit": 2, "period_seconds": 3600}}));
     let ofrep = "/ofrep/v1/evaluate/flags/beta";
     let bearer = [("authorization", "Bearer fck_not_a_real_key"), ("content-type", "application/json")];
     let (first, took) = first_limited(&dev, "POST", ofrep, &bearer, &per_key);

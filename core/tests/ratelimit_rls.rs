@@ -92,7 +92,8 @@ struct HeaderValue {
 
 const OK: i32 = 1;
 const OVER_LIMIT: i32 = 2;
-const MINUTE: i32 = 2;
+/// An hour-long window, so no test run straddles a window's end.
+const HOUR: i32 = 3;
 
 /// One unary call over a fresh HTTP/2 connection (prior knowledge, as envoy's clusters
 /// speak to a plain-text gRPC service): the gRPC status and the answer, if any.
@@ -161,7 +162,7 @@ async fn envoy_asks_should_rate_limit_and_gets_the_global_tiers_decisions() {
         "POST",
         "/v1/ratelimit/policies",
         &json!({"name": "per client", "domain": "gateway", "descriptor": [{"key": "remote_address"}],
-                "limit": {"algorithm": "fixed_window", "limit": 2, "period_seconds": 60}}),
+                "limit": {"algorithm": "fixed_window", "limit": 2, "period_seconds": 3600}}),
     );
     assert_eq!(status, 201, "{policy}");
     let id = policy["id"].as_str().unwrap();
@@ -174,11 +175,11 @@ async fn envoy_asks_should_rate_limit_and_gets_the_global_tiers_decisions() {
         let descriptor = &answer.statuses[0];
         assert_eq!(descriptor.limit_remaining, remaining);
         let limit = descriptor.current_limit.as_ref().unwrap();
-        assert_eq!((limit.name.as_str(), limit.requests_per_unit, limit.unit), (id, 2, MINUTE));
+        assert_eq!((limit.name.as_str(), limit.requests_per_unit, limit.unit), (id, 2, HOUR));
         assert!(descriptor.duration_until_reset.as_ref().unwrap().seconds > 0);
         let fields: Vec<(&str, &str)> =
             answer.response_headers_to_add.iter().map(|h| (h.key.as_str(), h.value.as_str())).collect();
-        assert!(fields.contains(&("ratelimit-policy", format!("\"{id}\";q=2;w=60").as_str())), "{fields:?}");
+        assert!(fields.contains(&("ratelimit-policy", format!("\"{id}\";q=2;w=3600").as_str())), "{fields:?}");
     }
     let (_, over) = call(&core, Some(&checker), &client).await;
     let over = over.unwrap();

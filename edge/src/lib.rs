@@ -15,6 +15,7 @@ mod json;
 mod links;
 pub mod problem;
 mod ratelimit;
+mod request;
 mod router;
 mod settings;
 #[cfg(all(target_os = "wasi", target_env = "p2"))]

@@ -15,6 +15,14 @@ pub fn response(status: http::StatusCode, code: &str, detail: &str) -> http::Res
     response
 }
 
+/// 405 with the methods the path does accept.
+pub fn method_not_allowed(allow: &'static str) -> http::Response<Vec<u8>> {
+    let mut response =
+        response(http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not accept this method");
+    response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    response
+}
+
 /// Renders a problem document with a stable machine-readable `code`.
 pub fn render(status: u16, code: &str, title: &str, detail: &str) -> String {
     let mut out = String::with_capacity(64 + code.len() + title.len() + detail.len());

@@ -11,6 +11,8 @@ pub use crate::body::Body;
 use crate::events::Events;
 use crate::host::Host;
 use crate::problem;
+use crate::ratelimit::Facts;
+use crate::request::request_host;
 use crate::settings::edge_settings;
 
 /// Answers one request, then hands the events it produced to the platform as one batch.
@@ -28,14 +30,14 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
     match path {
         "/__verge/health" => match *request.method() {
             Method::GET | Method::HEAD => health(host).await,
-            _ => method_not_allowed("GET, HEAD"),
+            _ => problem::method_not_allowed("GET, HEAD"),
         },
         crate::ratelimit::check::PATH => crate::ratelimit::check::serve(host, request, events).await,
         _ if path.starts_with(crate::flags::PREFIX) => {
             // Preflights are not counted: a browser sends one before its evaluations.
             let allowed = if request.method() == Method::POST {
                 let api_key = crate::flags::client_token(request);
-                match crate::ratelimit::enforce(host, &facts(host, request, "ofrep", api_key), events).await {
+                match crate::ratelimit::enforce(host, &Facts::of(host, request, "ofrep", api_key), events).await {
                     Ok(allowed) => Some(allowed),
                     Err(refused) => return crate::flags::cors(refused),
                 }
@@ -51,11 +53,11 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
         _ => {
             let code = link_code(path);
             if let Some(code) = code {
-                let allowed = match crate::ratelimit::enforce(host, &facts(host, request, "links", None), events).await
-                {
-                    Ok(allowed) => allowed,
-                    Err(refused) => return refused,
-                };
+                let allowed =
+                    match crate::ratelimit::enforce(host, &Facts::of(host, request, "links", None), events).await {
+                        Ok(allowed) => allowed,
+                        Err(refused) => return refused,
+                    };
                 let domain = request_host(request).to_ascii_lowercase();
                 if let Some(mut response) = crate::links::serve(host, request, &domain, code, events).await {
                     allowed.annotate(&mut response);
@@ -81,32 +83,12 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
     }
 }
 
-/// What the rate-limit policies may count a request by.
-pub(crate) fn facts<'a, H: Host>(
-    host: &H,
-    request: &'a Request<Body>,
-    route: &'a str,
-    api_key: Option<&'a str>,
-) -> crate::ratelimit::Facts<'a> {
-    let client = host.client();
-    crate::ratelimit::Facts { route, request, host_name: request_host(request), client, api_key }
-}
-
 /// `/{code}` with a code that could be a link's (generated or alias).
 fn link_code(path: &str) -> Option<&str> {
     let code = path.strip_prefix('/')?;
     let valid =
         (3..=50).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     valid.then_some(code)
-}
-
-/// The host the client asked for: the URI's authority (platforms move `Host` there), else
-/// the `Host` header.
-fn request_host(request: &Request<Body>) -> &str {
-    match request.uri().authority() {
-        Some(authority) => authority.host(),
-        None => request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(""),
-    }
 }
 
 /// What the edge sees in KV: the live snapshot and the version of each dataset.
@@ -136,16 +118,6 @@ async fn health<H: Host>(host: &H) -> Response<Body> {
     let mut response = Response::new(body.into_bytes());
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-    response
-}
-
-pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response = problem::response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this path does not accept this method",
-    );
-    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
     response
 }
 

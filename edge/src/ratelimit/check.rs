@@ -31,13 +31,13 @@ struct Call {
 
 pub(crate) async fn serve<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) -> Response<Body> {
     if request.method() != Method::POST {
-        return crate::router::method_not_allowed("POST");
+        return crate::problem::method_not_allowed("POST");
     }
     let token = match authorize(host, request).await {
         Ok(token) => token,
         Err(refused) => return refused,
     };
-    let facts = crate::router::facts(host, request, "check", Some(token));
+    let facts = super::Facts::of(host, request, "check", Some(token));
     // The caller's own limits; their fields would only muddle the answer's, which
     // describe the descriptors checked.
     if let Err(refused) = super::enforce(host, &facts, events).await {

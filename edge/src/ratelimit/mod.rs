@@ -46,7 +46,12 @@ pub(crate) struct Facts<'a> {
     pub(crate) api_key: Option<&'a str>,
 }
 
-impl Facts<'_> {
+impl<'a> Facts<'a> {
+    pub(crate) fn of<H: Host>(host: &H, request: &'a Request<Body>, route: &'a str, api_key: Option<&'a str>) -> Self {
+        let host_name = crate::request::request_host(request);
+        Facts { route, request, host_name, client: host.client(), api_key }
+    }
+
     fn value(&self, key: &str) -> Option<String> {
         let text = |value: &str| (!value.is_empty()).then(|| value.to_owned());
         match key {
