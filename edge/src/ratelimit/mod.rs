@@ -201,7 +201,7 @@ async fn count<H: Host>(
     let kind = limit.window().unwrap_or(Kind::Sliding);
     let period_us = limit.period_us().max(1);
     let index = now_us / period_us;
-    let hash = verge_shared::sha256_hex(selected.counter.as_bytes());
+    let hash = counter_hash(&selected.counter);
     let current = counter_name(&hash, index, period_us);
     let after = host.counter_add(&current, i64::from(cost)).await?;
     let previous = match kind {
@@ -219,6 +219,29 @@ async fn count<H: Host>(
         let _ = host.counter_add(&current, -i64::from(cost)).await;
     }
     Ok(decision)
+}
+
+/// Counter hashes this instance has computed: a client's next request names the same
+/// counter, and SHA-256 was the largest single cost of an enforced request in the guest.
+const HASHES_KEPT: usize = 4096;
+
+thread_local! {
+    static HASHES: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<str>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn counter_hash(counter: &str) -> std::rc::Rc<str> {
+    if let Some(hash) = HASHES.with_borrow(|hashes| hashes.get(counter).cloned()) {
+        return hash;
+    }
+    let hash: std::rc::Rc<str> = verge_shared::sha256_hex(counter.as_bytes()).into();
+    HASHES.with_borrow_mut(|hashes| {
+        if hashes.len() >= HASHES_KEPT {
+            hashes.clear();
+        }
+        hashes.insert(counter.to_owned(), hash.clone());
+    });
+    hash
 }
 
 /// Counts of windows that have ended, as this instance read them: an ended window no
