@@ -226,15 +226,15 @@ async fn count<H: Host>(
 const HASHES_KEPT: usize = 4096;
 
 thread_local! {
-    static HASHES: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<str>>> =
+    static HASHES: std::cell::RefCell<std::collections::HashMap<String, std::sync::Arc<str>>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
-fn counter_hash(counter: &str) -> std::rc::Rc<str> {
+fn counter_hash(counter: &str) -> std::sync::Arc<str> {
     if let Some(hash) = HASHES.with_borrow(|hashes| hashes.get(counter).cloned()) {
         return hash;
     }
-    let hash: std::rc::Rc<str> = verge_shared::sha256_hex(counter.as_bytes()).into();
+    let hash: std::sync::Arc<str> = verge_shared::sha256_hex(counter.as_bytes()).into();
     HASHES.with_borrow_mut(|hashes| {
         if hashes.len() >= HASHES_KEPT {
             hashes.clear();
