@@ -10,6 +10,7 @@ pub mod ids;
 pub mod kv;
 pub mod links;
 pub mod ratelimit;
+pub mod sessions;
 pub mod settings;
 pub mod time;
 

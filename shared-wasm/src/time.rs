@@ -15,6 +15,63 @@ pub fn rfc3339_millis(unix_ms: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
 }
 
+/// Parses an RFC 3339 timestamp (`Z` or a `±HH:MM` offset, optional fraction) to Unix
+/// milliseconds; `None` when it is not one.
+pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        part.iter().all(u8::is_ascii_digit).then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut at = 19;
+    let mut millis = 0;
+    if b[at] == b'.' {
+        let start = at + 1;
+        at = start;
+        while at < b.len() && b[at].is_ascii_digit() {
+            at += 1;
+        }
+        if at == start {
+            return None;
+        }
+        let fraction = &text[start..at.min(start + 3)];
+        millis = fraction.parse::<i64>().ok()? * 10i64.pow(3 - fraction.len() as u32);
+    }
+    let offset_minutes = match b.get(at..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let minutes = digits(at + 1..at + 3)? * 60 + digits(at + 4..at + 6)?;
+            if *sign == b'+' { minutes } else { -minutes }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month as u32, day as u32);
+    if civil_from_days(days) != (year, month as u32, day as u32) {
+        return None;
+    }
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000) + millis)
+}
+
+/// (year, month, day) to days since 1970-01-01: the inverse of `civil_from_days`.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month = i64::from(month);
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -39,6 +96,20 @@ mod tests {
         assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339_millis(1_795_407_045_123), "2026-11-23T04:10:45.123Z");
         assert_eq!(rfc3339_millis(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_offsets() {
+        for ms in [0, 951_782_400_000, 1_795_407_045_123, 4_102_444_799_999] {
+            assert_eq!(parse_rfc3339_millis(&rfc3339_millis(ms)), Some(ms as i64));
+        }
+        assert_eq!(parse_rfc3339_millis("2022-01-01T00:00:00+00:00"), Some(1_640_995_200_000));
+        assert_eq!(parse_rfc3339_millis("2022-01-01T01:30:00+01:30"), Some(1_640_995_200_000));
+        assert_eq!(parse_rfc3339_millis("2021-12-31T23:00:00-01:00"), Some(1_640_995_200_000));
+        assert_eq!(parse_rfc3339_millis("2022-01-01T00:00:00.5Z"), Some(1_640_995_200_500));
+        for bad in ["2022-02-30T00:00:00Z", "2022-01-01 00:00:00Z", "2022-01-01T00:00:00", "2022-13-01T00:00:00Z", ""] {
+            assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
+        }
     }
 
     #[test]
