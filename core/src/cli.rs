@@ -76,6 +76,20 @@ enum Command {
     /// Run the edge on this machine.
     #[command(subcommand)]
     Edge(EdgeCommand),
+    /// Manage the keys that sign customers' access tokens.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// Start signing with a new key. Tokens signed with the old one keep validating for
+    /// the overlap (default 1h, the longest an access token can live), then stop.
+    RotateKey {
+        /// How long the old key keeps validating, e.g. `15m`, `1h`, `90s`.
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        overlap: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +178,7 @@ pub fn run() -> ExitCode {
                         Command::Migrate => migrate(config).await,
                         Command::Keys(command) => keys_command(config, command).await,
                         Command::Flags(command) => crate::flags::cli::run(config, command).await,
+                        Command::Sessions(SessionsCommand::RotateKey { overlap }) => rotate_key(config, &overlap).await,
                         Command::Publish { target, out } => publish_snapshot(config, target, out).await,
                         Command::Edge(EdgeCommand::Serve { store, native, listen, core_url }) => {
                             edge_serve(store, native, listen, core_url).await
@@ -244,6 +259,11 @@ async fn run_until(
         app.state.config.ratelimit_alert_interval(),
         stopped(stop_rx.clone()),
     ));
+    let sweeper = tokio::spawn(crate::customers::revocations::run_sweeper(
+        app.state.db.clone(),
+        app.state.publisher.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let mut server = std::pin::pin!(server::serve(listener, app.router, stopped(stop_rx), grace));
     let served = tokio::select! {
         served = &mut server => served,
@@ -257,6 +277,7 @@ async fn run_until(
     publisher.await?;
     scheduler.await?;
     alerts.await?;
+    sweeper.await?;
     app.state.db.close().await;
     Ok(())
 }
@@ -420,6 +441,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(address = %listener.local_addr()?, "serving");
     run_until(app, listener, config.shutdown_grace(), server::shutdown_signal()).await
+}
+
+async fn rotate_key(config: Config, overlap: &str) -> anyhow::Result<()> {
+    let overlap_ms = crate::customers::signing::parse_overlap(overlap).map_err(|err| anyhow::anyhow!(err))?;
+    let db = Database::connect(&config).await?;
+    db.migrate().await?;
+    let rotation = crate::customers::signing::rotate(&db, &crate::audit::Actor::Cli, overlap_ms).await?;
+    println!("signing with {}", rotation.new_kid);
+    for kid in &rotation.retired {
+        println!("{kid} validates until {}", rotation.retires_at);
+    }
+    println!("a running core publishes the new key set to its edges within a second");
+    Ok(())
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

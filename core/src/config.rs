@@ -64,6 +64,13 @@ pub struct Config {
     /// When set, `verge serve` answers `/metrics` on this address (say, a private
     /// interface) and not on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// The header a trusted proxy in front of the core sets to the client's IP (say
+    /// `cf-connecting-ip`, or `x-forwarded-for`, whose last entry is then used). Unset: the
+    /// connection's peer address. Sign-in throttling and session devices use it.
+    pub client_ip_header: Option<String>,
+    /// The header a trusted proxy sets to the client's country (`cf-ipcountry`), shown as
+    /// a session's approximate place.
+    pub client_country_header: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -96,6 +103,8 @@ impl Default for Config {
             ratelimit_alert_interval_ms: 60_000,
             metrics_token: None,
             metrics_listen: None,
+            client_ip_header: None,
+            client_country_header: None,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 mod csv;
+mod customers;
 pub mod db;
 mod edge;
 pub mod error;

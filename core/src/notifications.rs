@@ -75,7 +75,7 @@ pub(crate) struct NotificationFilter {
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _: Authorized<Readers>,
+    Authorized(principal, _): Authorized<Readers>,
     ApiQuery(filter): ApiQuery<NotificationFilter>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Notification>>, ApiError> {
@@ -90,15 +90,22 @@ pub(crate) async fn list(
     .bind(cursor.fetch_limit())
     .fetch_all(state.db.pool())
     .await?;
+    // A `token` in a notification's data (a verification or reset token for a customer)
+    // gives power over an account: only keys that may change customers see it.
+    let sees_tokens = principal.require(&[crate::keys::Scope::CustomersWrite]).is_ok();
     let items = rows
         .iter()
         .map(|row| {
             let data: String = row.try_get("data")?;
+            let mut data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            if !sees_tokens && let Some(map) = data.as_object_mut() {
+                map.remove("token");
+            }
             Ok(Notification {
                 id: row.try_get("id")?,
                 kind: row.try_get("kind")?,
                 subject: row.try_get("subject")?,
-                data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                data,
                 created_at: Millis(row.try_get("created_at")?),
             })
         })

@@ -28,6 +28,8 @@ use crate::error::PROBLEM_JSON;
         (name = "audit", description = "Audit log of administrative writes"),
         (name = "events", description = "Events sent back by edges"),
         (name = "notifications", description = "What the core reports happened (alerts, …), in order"),
+        (name = "customers", description = "Customer records, search, history, export and erasure (admin key)"),
+        (name = "sessions", description = "Customer sign-in, sessions and tokens: public per-project routes, no admin key"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -38,6 +40,8 @@ impl Modify for AdminKeyScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("admin_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        // A customer's PASETO access token, as a bearer token or the `verge_session` cookie.
+        components.add_security_scheme("customer_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     }
 }
 

@@ -29,7 +29,7 @@ use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
 pub use crate::state::AppState;
-use crate::{audit, edge, events, flags, health, keys, links, notifications, openapi, ratelimit};
+use crate::{audit, customers, edge, events, flags, health, keys, links, notifications, openapi, ratelimit};
 
 /// A built service: its router, the state behind it, and its API description.
 #[derive(Clone)]
@@ -68,6 +68,8 @@ pub fn edge_sources() -> Vec<Arc<dyn publish::DatasetSource>> {
         Arc::new(links::LinksSource),
         Arc::new(flags::FlagsSource),
         Arc::new(ratelimit::RatelimitSource),
+        Arc::new(customers::signing::SessionKeysSource),
+        Arc::new(customers::revocations::RevocationsSource),
     ]
 }
 
@@ -143,11 +145,35 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ratelimit::envoy::import, ratelimit::envoy::export))
         .routes(routes!(ratelimit::check::check))
         .routes(routes!(ratelimit::stats::policy_stats))
-        .routes(routes!(notifications::list));
+        .routes(routes!(notifications::list))
+        .routes(routes!(customers::api::create_customer, customers::api::list_customers))
+        .routes(routes!(customers::settings::get_settings, customers::settings::put_settings))
+        .routes(routes!(customers::api::get_customer, customers::api::update_customer, customers::api::delete_customer))
+        .routes(routes!(customers::api::erase_customer))
+        .routes(routes!(customers::api::customer_history))
+        .routes(routes!(customers::api::export_customer))
+        .routes(routes!(customers::api::customer_sessions))
+        .routes(routes!(customers::api::end_customer_sessions))
+        .routes(routes!(customers::signing::rotate_route));
+    let customer_routes = OpenApiRouter::new()
+        .routes(routes!(customers::signing::well_known))
+        .routes(routes!(customers::auth::sign_up))
+        .routes(routes!(customers::auth::sign_in))
+        .routes(routes!(customers::auth::refresh))
+        .routes(routes!(customers::auth::me))
+        .routes(routes!(customers::auth::sign_out))
+        .routes(routes!(customers::auth::sign_out_everywhere))
+        .routes(routes!(customers::auth::my_sessions))
+        .routes(routes!(customers::auth::end_my_session))
+        .routes(routes!(customers::auth::request_verification))
+        .routes(routes!(customers::auth::verify_email))
+        .routes(routes!(customers::auth::request_password_reset))
+        .routes(routes!(customers::auth::reset_password));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .merge(v1)
+        .merge(customer_routes)
 }
 
 fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi, Router) {
@@ -274,7 +300,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     });
     let mut server = std::pin::pin!(server.into_future());

@@ -12,6 +12,7 @@ pub mod links;
 pub mod ratelimit;
 pub mod sessions;
 pub mod settings;
+pub mod text;
 pub mod time;
 
 /// Lower-case hex SHA-256 of `data`: content hashes, ETags, and how secrets are known.

@@ -56,7 +56,8 @@ fn v4_vectors() {
         assert_eq!(String::from_utf8(footer).unwrap(), text(&vector, "footer"), "{name}");
         let seed = hex32(text(&vector, "secret-key-seed"));
         assert_eq!(paseto::public_key(&seed), public, "{name}");
-        let signed = paseto::sign(&seed, text(&vector, "payload").as_bytes(), text(&vector, "footer").as_bytes(), implicit);
+        let signed =
+            paseto::sign(&seed, text(&vector, "payload").as_bytes(), text(&vector, "footer").as_bytes(), implicit);
         assert_eq!(signed, token, "{name}");
         verified += 1;
     }

@@ -24,6 +24,8 @@ pub enum Actor {
     Cli,
     /// Verge itself (bootstrap, scheduled work).
     System,
+    /// A customer acting on their own account, by id.
+    Customer(String),
 }
 
 impl fmt::Display for Actor {
@@ -32,6 +34,7 @@ impl fmt::Display for Actor {
             Actor::Key(id) => f.write_str(id),
             Actor::Cli => f.write_str("cli"),
             Actor::System => f.write_str("system"),
+            Actor::Customer(id) => f.write_str(id),
         }
     }
 }

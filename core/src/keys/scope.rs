@@ -1,6 +1,7 @@
 //! What a key may do. `admin` may do everything; `read` may read everything except keys;
 //! `events:ingest` is for edges sending events back;
-//! capability write scopes (`links:write`, `flags:write`, `ratelimit:write`) let a key
+//! capability write scopes (`links:write`, `flags:write`, `ratelimit:write`,
+//! `customers:write`) let a key
 //! change one capability; `ratelimit:check` lets an origin ask for decisions and nothing else.
 
 use std::fmt;
@@ -30,6 +31,9 @@ pub enum Scope {
     /// Ask the global tier for decisions (`POST /v1/ratelimit/check`), for origins and gateways.
     #[serde(rename = "ratelimit:check")]
     RatelimitCheck,
+    /// Create, change, erase customers and end their sessions.
+    #[serde(rename = "customers:write")]
+    CustomersWrite,
 }
 
 impl Scope {
@@ -41,6 +45,7 @@ impl Scope {
         Scope::FlagsWrite,
         Scope::RatelimitWrite,
         Scope::RatelimitCheck,
+        Scope::CustomersWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +57,7 @@ impl Scope {
             Scope::FlagsWrite => "flags:write",
             Scope::RatelimitWrite => "ratelimit:write",
             Scope::RatelimitCheck => "ratelimit:check",
+            Scope::CustomersWrite => "customers:write",
         }
     }
 }

@@ -1,0 +1,596 @@
+//! The public routes customers use, per project, with no admin key: `/auth/{project}/…`.
+//!
+//! Answers never tell whether an email has an account: sign-up always answers 202 (an
+//! existing account is told by a notification instead), sign-in answers one 401 for a
+//! wrong password and an unknown email (after the same Argon2id work), and a reset request
+//! always answers 202. Failed sign-ins are throttled per account and per client address in
+//! the same counter store as the global rate-limit tier, before any password is hashed.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::device::Client;
+use super::sessions::{self, Session, Tokens};
+use super::tokens::{self, Purpose};
+use super::{Customer, check_project, cookies, fold_email, password};
+use crate::audit::Actor;
+use crate::error::{ApiError, ApiJson, FieldError, Problem};
+use crate::state::AppState;
+use crate::time::now_millis;
+
+/// Failed sign-ins allowed per account, and per client address, in `THROTTLE_WINDOW`.
+const FAILURES_PER_ACCOUNT: i64 = 5;
+const FAILURES_PER_ADDRESS: i64 = 50;
+const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignUp {
+    email: String,
+    /// At least 10 characters, not a common password, not containing the email.
+    password: String,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignIn {
+    email: String,
+    password: String,
+    /// Keep the session for the project's idle/absolute lifetimes (default false: a
+    /// browser-session length).
+    #[serde(default)]
+    remember: bool,
+    /// `bearer` (default): tokens in the body, for apps. `cookie`: tokens in HttpOnly
+    /// cookies and a CSRF token in the body, for browsers.
+    #[serde(default)]
+    session: Delivery,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Delivery {
+    #[default]
+    Bearer,
+    Cookie,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Refresh {
+    /// The refresh token; leave out to use the `verge_refresh` cookie.
+    refresh_token: Option<String>,
+}
+
+/// What a browser (cookie) sign-in or refresh answers; the tokens are in cookies.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CookieSession {
+    session_id: String,
+    /// Echo in `X-CSRF-Token` on writes authenticated by these cookies.
+    csrf_token: String,
+    #[schema(value_type = String, format = DateTime)]
+    access_token_expires_at: crate::time::Millis,
+}
+
+fn reply(headers: &HeaderMap, project: &str, tokens: Tokens, delivery: Delivery) -> Response {
+    match delivery {
+        Delivery::Bearer => {
+            let mut response = Json(tokens).into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+            response
+        }
+        Delivery::Cookie => {
+            let (set, csrf_token) = cookies::set(headers, project, &tokens, now_millis().0);
+            let body = CookieSession {
+                session_id: tokens.session_id.clone(),
+                csrf_token,
+                access_token_expires_at: tokens.access_token_expires_at,
+            };
+            let mut response = Json(body).into_response();
+            for value in set {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+            response
+        }
+    }
+}
+
+pub(crate) fn check_email(email: &str, field: &str) -> Result<(), ApiError> {
+    let trimmed = email.trim();
+    let valid = trimmed.len() <= 254
+        && !trimmed.chars().any(char::is_whitespace)
+        && trimmed.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::validation(vec![FieldError { field: field.into(), message: "is not an email address".into() }]))
+    }
+}
+
+/// Sign up: creates the account (unverified) and asks for a verification email.
+#[utoipa::path(
+    post, path = "/auth/{project}/sign-up", tag = "sessions",
+    params(("project" = String, Path)), request_body = SignUp,
+    responses(
+        (status = 202, description = "Accepted; the same answer whether or not the email already had an account"),
+        (status = 422, description = "Invalid email, or a password refused with the reason", body = Problem),
+    )
+)]
+pub(crate) async fn sign_up(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    ApiJson(body): ApiJson<SignUp>,
+) -> Result<Response, ApiError> {
+    check_project(&project)?;
+    check_email(&body.email, "/email")?;
+    password::check(&body.password, &body.email, "/password")?;
+    let hash = password::hash(body.password).await?;
+    let mut tx = state.db.begin_write().await?;
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT id FROM customers WHERE project = $1 AND email_folded = $2")
+            .bind(&project)
+            .bind(fold_email(&body.email))
+            .fetch_optional(&mut *tx)
+            .await?;
+    match existing {
+        Some(id) => {
+            // Tell the owner of the address, not the caller.
+            let data = json!({ "project": project, "customer_id": id, "email": body.email.trim() });
+            crate::notifications::notify(&mut tx, "customer.sign_up_attempted", &id, &data).await?;
+        }
+        None => {
+            let fields = super::api::NewCustomer {
+                email: body.email.trim().to_owned(),
+                name: body.name,
+                phone: None,
+                metadata: Value::Object(Default::default()),
+                password_hash: Some(hash),
+            };
+            let customer = super::api::insert(&mut tx, &project, fields, None).await?;
+            tokens::issue(&mut tx, &customer, Purpose::VerifyEmail).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "accepted", "detail": "check your email to verify the address" })),
+    )
+        .into_response())
+}
+
+/// Counters of failed sign-ins: refuses with 429 when either is spent.
+async fn throttle(state: &AppState, project: &str, email: &str, client: &Client) -> Result<[String; 2], ApiError> {
+    let account =
+        format!("signin:acct:{}", verge_shared::sha256_hex(format!("{project}\0{}", fold_email(email)).as_bytes()));
+    let address = format!("signin:ip:{}", client.ip.as_deref().unwrap_or("unknown"));
+    for (key, limit) in [(&account, FAILURES_PER_ACCOUNT), (&address, FAILURES_PER_ADDRESS)] {
+        let failures = state.cache.increment(key, 0, THROTTLE_WINDOW).await.map_err(ApiError::internal)?;
+        if failures >= limit {
+            return Err(ApiError::too_many_requests(
+                "sign_in_throttled",
+                "too many failed sign-ins for this account or from this address; try again later",
+                THROTTLE_WINDOW.as_secs(),
+            ));
+        }
+    }
+    Ok([account, address])
+}
+
+/// Sign in with email and password.
+#[utoipa::path(
+    post, path = "/auth/{project}/sign-in", tag = "sessions",
+    params(("project" = String, Path)), request_body = SignIn,
+    responses(
+        (status = 200, description = "Signed in: tokens (bearer) or cookies and a CSRF token (cookie)", body = Tokens),
+        (status = 401, description = "Wrong email or password (one answer for both)", body = Problem),
+        (status = 429, description = "Too many failures for the account or the address", body = Problem),
+    )
+)]
+pub(crate) async fn sign_in(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    client: Client,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SignIn>,
+) -> Result<Response, ApiError> {
+    check_project(&project)?;
+    let counters = throttle(&state, &project, &body.email, &client).await?;
+    let row = sqlx::query("SELECT * FROM customers WHERE project = $1 AND email_folded = $2")
+        .bind(&project)
+        .bind(fold_email(&body.email))
+        .fetch_optional(state.db.pool())
+        .await?;
+    let stored =
+        row.as_ref().map(|r| sqlx::Row::try_get::<Option<String>, _>(r, "password_hash")).transpose()?.flatten();
+    if !password::verify(body.password, stored).await? {
+        for key in &counters {
+            state.cache.increment(key, 1, THROTTLE_WINDOW).await.map_err(ApiError::internal)?;
+        }
+        if let Some(row) = &row {
+            let customer = Customer::from_row(row)?;
+            let mut tx = state.db.begin_write().await?;
+            let detail = json!({ "browser": client.browser, "os": client.os, "place": client.place });
+            crate::audit::record(
+                &mut tx,
+                &Actor::System,
+                "customer.sign_in_failed",
+                "customer",
+                &customer.id,
+                None,
+                Some(&detail),
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        return Err(ApiError::unauthorized("the email or password is wrong"));
+    }
+    let customer = Customer::from_row(row.as_ref().expect("a verified password has an account"))?;
+    let key = super::signing::current(&state.db).await?;
+    let mut tx = state.db.begin_write().await?;
+    let tokens = sessions::start(&key, &mut tx, &customer, body.remember, &client).await?;
+    tx.commit().await?;
+    state.publisher.wake();
+    Ok(reply(&headers, &project, tokens, body.session))
+}
+
+/// Trade a refresh token for new tokens; the old refresh token is spent.
+#[utoipa::path(
+    post, path = "/auth/{project}/refresh", tag = "sessions",
+    params(("project" = String, Path)), request_body = Refresh,
+    responses(
+        (status = 200, description = "New tokens (in cookies when the refresh token came in one)", body = Tokens),
+        (status = 401, description = "Unknown, spent (the session then ends) or ended", body = Problem),
+        (status = 403, description = "Cookie refresh without the CSRF header", body = Problem),
+    )
+)]
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    check_project(&project)?;
+    // A cookie refresh may send no body at all.
+    let body: Refresh = if body.iter().all(u8::is_ascii_whitespace) {
+        Refresh::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|err| ApiError::bad_request("invalid_json", format!("the body is not a refresh request: {err}")))?
+    };
+    let (token, delivery) = match body.refresh_token {
+        Some(token) => (token, Delivery::Bearer),
+        None => {
+            let token = cookies::get(&headers, cookies::REFRESH)
+                .ok_or_else(|| ApiError::unauthorized("no refresh token: send `refresh_token` or the cookie"))?;
+            cookies::check_csrf(&headers)?;
+            (token.to_owned(), Delivery::Cookie)
+        }
+    };
+    let result = sessions::refresh(&state.db, &project, &token).await;
+    state.publisher.wake();
+    Ok(reply(&headers, &project, result?, delivery))
+}
+
+/// The signed-in customer of a request: a valid access token (bearer or cookie) of this
+/// project whose session is still active. A cookie-authenticated write must pass the CSRF
+/// check.
+#[derive(Debug)]
+pub(crate) struct SignedIn {
+    pub(crate) project: String,
+    pub(crate) customer_id: String,
+    pub(crate) session_id: String,
+    pub(crate) by_cookie: bool,
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Path(params): Path<std::collections::HashMap<String, String>> =
+            Path::from_request_parts(parts, state).await.map_err(|_| ApiError::not_found("no such route"))?;
+        let project = params.get("project").cloned().unwrap_or_default();
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let (token, by_cookie) = match bearer {
+            Some(token) => (token, false),
+            None => match cookies::get(&parts.headers, cookies::ACCESS) {
+                Some(token) => (token.to_owned(), true),
+                None => return Err(refusal(verge_shared::sessions::Refusal::Missing)),
+            },
+        };
+        let keys = super::signing::published(&state.db).await?;
+        let now = now_millis().0;
+        let verified = verge_shared::sessions::verify(&keys, &token).map_err(refusal)?;
+        verified.check_time(now).map_err(refusal)?;
+        let claims = verified.claims;
+        if claims.project != project {
+            return Err(ApiError::unauthorized("the token belongs to another project"));
+        }
+        let session = sqlx::query("SELECT * FROM customer_sessions WHERE id = $1")
+            .bind(&claims.session_id)
+            .fetch_optional(state.db.pool())
+            .await?
+            .map(|row| Session::from_row(&row))
+            .transpose()?;
+        if !session.is_some_and(|s| s.is_active(now) && s.customer_id == claims.subject) {
+            return Err(refusal(verge_shared::sessions::Refusal::Revoked));
+        }
+        if by_cookie && parts.method != Method::GET && parts.method != Method::HEAD {
+            cookies::check_csrf(&parts.headers)?;
+        }
+        Ok(SignedIn { project, customer_id: claims.subject, session_id: claims.session_id, by_cookie })
+    }
+}
+
+fn refusal(refusal: verge_shared::sessions::Refusal) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, refusal.code(), refusal.detail())
+}
+
+/// The signed-in customer's own record.
+#[utoipa::path(
+    get, path = "/auth/{project}/me", tag = "sessions",
+    params(("project" = String, Path)),
+    security(("customer_token" = [])),
+    responses((status = 200, body = Customer), (status = 401, description = "No valid session", body = Problem))
+)]
+pub(crate) async fn me(State(state): State<AppState>, who: SignedIn) -> Result<Json<Customer>, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let (customer, _) = super::load(&mut conn, &who.project, &who.customer_id).await?;
+    Ok(Json(customer))
+}
+
+/// Sign out: ends this session here and at the edge.
+#[utoipa::path(
+    post, path = "/auth/{project}/sign-out", tag = "sessions",
+    params(("project" = String, Path)),
+    security(("customer_token" = [])),
+    responses((status = 204, description = "Signed out"), (status = 401, body = Problem), (status = 403, body = Problem))
+)]
+pub(crate) async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    who: SignedIn,
+) -> Result<Response, ApiError> {
+    let mut tx = state.db.begin_write().await?;
+    sessions::end(&mut tx, &who.session_id, "sign_out", &Actor::Customer(who.customer_id.clone()), now_millis().0)
+        .await?;
+    tx.commit().await?;
+    state.publisher.wake();
+    Ok(signed_out(&headers, &who))
+}
+
+fn signed_out(headers: &HeaderMap, who: &SignedIn) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if who.by_cookie {
+        for value in cookies::clear(headers, &who.project) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// Sign out everywhere: ends every session of the customer and voids every access token
+/// issued so far, at the edge within a second.
+#[utoipa::path(
+    post, path = "/auth/{project}/sign-out-everywhere", tag = "sessions",
+    params(("project" = String, Path)),
+    security(("customer_token" = [])),
+    responses((status = 204, description = "Every session ended"), (status = 401, body = Problem), (status = 403, body = Problem))
+)]
+pub(crate) async fn sign_out_everywhere(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    who: SignedIn,
+) -> Result<Response, ApiError> {
+    let mut tx = state.db.begin_write().await?;
+    let actor = Actor::Customer(who.customer_id.clone());
+    sessions::end_all(&mut tx, &who.project, &who.customer_id, "sign_out_everywhere", &actor).await?;
+    tx.commit().await?;
+    state.publisher.wake();
+    Ok(signed_out(&headers, &who))
+}
+
+/// The signed-in customer's sessions (devices), newest first; `current` marks this one.
+#[utoipa::path(
+    get, path = "/auth/{project}/sessions", tag = "sessions",
+    params(("project" = String, Path)),
+    security(("customer_token" = [])),
+    responses((status = 200, body = Vec<Session>), (status = 401, body = Problem))
+)]
+pub(crate) async fn my_sessions(State(state): State<AppState>, who: SignedIn) -> Result<Json<Value>, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let now = now_millis().0;
+    let mut list = sessions::list(&mut conn, &who.customer_id).await?;
+    list.retain(|s| s.is_active(now));
+    for session in &mut list {
+        session.current = session.id == who.session_id;
+    }
+    Ok(Json(json!({ "items": list })))
+}
+
+/// End one of the signed-in customer's sessions (a lost phone, say).
+#[utoipa::path(
+    delete, path = "/auth/{project}/sessions/{session_id}", tag = "sessions",
+    params(("project" = String, Path), ("session_id" = String, Path)),
+    security(("customer_token" = [])),
+    responses((status = 204, description = "Ended"), (status = 401, body = Problem), (status = 404, body = Problem))
+)]
+pub(crate) async fn end_my_session(
+    State(state): State<AppState>,
+    who: SignedIn,
+    Path((_project, session_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = state.db.begin_write().await?;
+    let owner: Option<String> = sqlx::query_scalar("SELECT customer_id FROM customer_sessions WHERE id = $1")
+        .bind(&session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if owner.as_deref() != Some(who.customer_id.as_str()) {
+        return Err(ApiError::not_found(format!("no session `{session_id}` of yours")));
+    }
+    sessions::end(&mut tx, &session_id, "revoked", &Actor::Customer(who.customer_id.clone()), now_millis().0).await?;
+    tx.commit().await?;
+    state.publisher.wake();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ask for another verification email for the signed-in customer.
+#[utoipa::path(
+    post, path = "/auth/{project}/verification", tag = "sessions",
+    params(("project" = String, Path)),
+    security(("customer_token" = [])),
+    responses((status = 202, description = "A `customer.verification_requested` notification carries the token"),
+              (status = 401, body = Problem), (status = 409, description = "Already verified", body = Problem))
+)]
+pub(crate) async fn request_verification(State(state): State<AppState>, who: SignedIn) -> Result<StatusCode, ApiError> {
+    let mut tx = state.db.begin_write().await?;
+    let (customer, _) = super::load(&mut tx, &who.project, &who.customer_id).await?;
+    if customer.email_verified {
+        return Err(ApiError::conflict("already_verified", "the email address is already verified"));
+    }
+    tokens::issue(&mut tx, &customer, Purpose::VerifyEmail).await?;
+    tx.commit().await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenBody {
+    /// The token from the notification (`vev_…` or `vpr_…`).
+    token: String,
+}
+
+/// Verify an email address with the token sent to it.
+#[utoipa::path(
+    post, path = "/auth/{project}/verify-email", tag = "sessions",
+    params(("project" = String, Path)), request_body = TokenBody,
+    responses((status = 204, description = "Verified"), (status = 400, description = "Unknown, expired or used token", body = Problem))
+)]
+pub(crate) async fn verify_email(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<StatusCode, ApiError> {
+    check_project(&project)?;
+    let mut tx = state.db.begin_write().await?;
+    let customer_id = tokens::consume(&mut tx, &project, Purpose::VerifyEmail, &body.token).await?;
+    let now = now_millis().0;
+    sqlx::query(
+        "UPDATE customers SET email_verified_at = $1, updated_at = $1 WHERE id = $2 AND email_verified_at IS NULL",
+    )
+    .bind(now)
+    .bind(&customer_id)
+    .execute(&mut *tx)
+    .await?;
+    crate::audit::record::<Value>(
+        &mut tx,
+        &Actor::Customer(customer_id.clone()),
+        "customer.email_verified",
+        "customer",
+        &customer_id,
+        None,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetRequest {
+    email: String,
+}
+
+/// Ask for a password reset; answers 202 whether or not the email has an account.
+#[utoipa::path(
+    post, path = "/auth/{project}/password-reset/request", tag = "sessions",
+    params(("project" = String, Path)), request_body = ResetRequest,
+    responses((status = 202, description = "A `customer.password_reset_requested` notification carries the token, if the account exists"))
+)]
+pub(crate) async fn request_password_reset(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    ApiJson(body): ApiJson<ResetRequest>,
+) -> Result<StatusCode, ApiError> {
+    check_project(&project)?;
+    check_email(&body.email, "/email")?;
+    let mut tx = state.db.begin_write().await?;
+    let row = sqlx::query("SELECT * FROM customers WHERE project = $1 AND email_folded = $2")
+        .bind(&project)
+        .bind(fold_email(&body.email))
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(row) = row {
+        tokens::issue(&mut tx, &Customer::from_row(&row)?, Purpose::ResetPassword).await?;
+    }
+    tx.commit().await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Reset {
+    token: String,
+    password: String,
+}
+
+/// Set a new password with a reset token; every session ends.
+#[utoipa::path(
+    post, path = "/auth/{project}/password-reset", tag = "sessions",
+    params(("project" = String, Path)), request_body = Reset,
+    responses(
+        (status = 204, description = "Password changed; every session ended"),
+        (status = 400, description = "Unknown, expired or used token", body = Problem),
+        (status = 422, description = "Password refused, with the reason", body = Problem),
+    )
+)]
+pub(crate) async fn reset_password(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    ApiJson(body): ApiJson<Reset>,
+) -> Result<StatusCode, ApiError> {
+    check_project(&project)?;
+    let mut tx = state.db.begin_write().await?;
+    let customer_id = tokens::consume(&mut tx, &project, Purpose::ResetPassword, &body.token).await?;
+    let (customer, _) = super::load(&mut tx, &project, &customer_id).await?;
+    password::check(&body.password, &customer.email, "/password")?;
+    let hash = password::hash(body.password).await?;
+    let now = now_millis().0;
+    // Receiving the reset email proves the address too.
+    sqlx::query(
+        "UPDATE customers SET password_hash = $1, updated_at = $2, email_verified_at = COALESCE(email_verified_at, $2)
+         WHERE id = $3",
+    )
+    .bind(hash)
+    .bind(now)
+    .bind(&customer_id)
+    .execute(&mut *tx)
+    .await?;
+    let actor = Actor::Customer(customer_id.clone());
+    crate::audit::record::<Value>(&mut tx, &actor, "customer.password_reset", "customer", &customer_id, None, None)
+        .await?;
+    sessions::end_all(&mut tx, &project, &customer_id, "password_reset", &actor).await?;
+    tx.commit().await?;
+    state.publisher.wake();
+    Ok(StatusCode::NO_CONTENT)
+}
