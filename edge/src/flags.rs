@@ -86,6 +86,14 @@ pub(crate) async fn serve<H: Host>(
         Err(response) => return cors(response),
     };
     let context = match read_context(request.body()) {
+        // A signed-in customer's request evaluates for that customer: their id is the
+        // targeting key and the session's claims join the context, over what was sent.
+        Ok(Value::Object(mut context)) => {
+            if let Some(claims) = crate::sessions::of_request(host, request).await {
+                context.extend(claims.context());
+            }
+            Value::Object(context)
+        }
         Ok(context) => context,
         Err(details) => {
             let mut body = Map::new();

@@ -17,6 +17,7 @@ pub mod problem;
 mod ratelimit;
 mod request;
 mod router;
+mod sessions;
 mod settings;
 #[cfg(all(target_os = "wasi", target_env = "p2"))]
 mod spin;

@@ -33,6 +33,7 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
             _ => problem::method_not_allowed("GET, HEAD"),
         },
         crate::ratelimit::check::PATH => crate::ratelimit::check::serve(host, request, events).await,
+        crate::sessions::PATH => crate::sessions::serve(host, request).await,
         _ if path.starts_with(crate::flags::PREFIX) => {
             // Preflights are not counted: a browser sends one before its evaluations.
             let allowed = if request.method() == Method::POST {

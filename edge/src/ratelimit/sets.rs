@@ -26,7 +26,7 @@ pub(crate) struct Checker {
     pub(crate) expires_at_ms: Option<u64>,
 }
 
-struct Loaded<T> {
+pub(crate) struct Loaded<T> {
     dataset: String,
     /// The version and content hash the manifest named when it was read.
     version: Option<(u64, String)>,
@@ -61,7 +61,10 @@ fn parse_checkers(bytes: &[u8]) -> Vec<Checker> {
         .collect()
 }
 
-async fn load<H: Host, T: Default>(
+/// A whole-read dataset part as an instance keeps it: parsed once per published version,
+/// trusted for [`RECHECK_MS`] before the manifest is read again. Other capabilities'
+/// datasets (the session key set) use it too.
+pub(crate) async fn load<H: Host, T: Default>(
     host: &H,
     cache: &'static std::thread::LocalKey<RefCell<Vec<Loaded<T>>>>,
     dataset: &str,
