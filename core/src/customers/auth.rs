@@ -525,7 +525,10 @@ pub(crate) struct ResetRequest {
 #[utoipa::path(
     post, path = "/auth/{project}/password-reset/request", tag = "sessions",
     params(("project" = String, Path)), request_body = ResetRequest,
-    responses((status = 202, description = "A `customer.password_reset_requested` notification carries the token, if the account exists"))
+    responses(
+        (status = 202, description = "A `customer.password_reset_requested` notification carries the token, if the account exists"),
+        (status = 422, description = "Not an email address", body = Problem),
+    )
 )]
 pub(crate) async fn request_password_reset(
     State(state): State<AppState>,

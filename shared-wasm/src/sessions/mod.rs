@@ -68,7 +68,8 @@ pub struct Claims {
 
 impl Claims {
     /// The token's message: PASETO's registered claims (`iss`, `sub`, `iat`, `nbf`, `exp`
-    /// as RFC 3339) and Verge's (`sid`, `project`, `email_verified`).
+    /// as RFC 3339; `iat` keeps milliseconds, which revocation compares) and Verge's
+    /// (`sid`, `project`, `email_verified`).
     pub fn to_json(&self) -> String {
         let at = |ms: i64| rfc3339_millis(ms.max(0) as u64);
         json!({
@@ -77,7 +78,9 @@ impl Claims {
             "sid": self.session_id,
             "project": self.project,
             "iat": at(self.issued_at_ms),
-            "nbf": at(self.issued_at_ms),
+            // Whole seconds: verifiers that compare `nbf` with a clock in seconds (pyseto)
+            // would otherwise call a fresh token not yet valid.
+            "nbf": at(self.issued_at_ms.div_euclid(1000) * 1000),
             "exp": at(self.expires_at_ms),
             "email_verified": self.email_verified,
         })
@@ -99,7 +102,7 @@ impl Claims {
             expires_at_ms: parse_rfc3339_millis(text("exp")?)?,
             email_verified: value.get("email_verified").and_then(Value::as_bool).unwrap_or(false),
         };
-        (nbf == claims.issued_at_ms).then_some(claims)
+        (nbf == claims.issued_at_ms.div_euclid(1000) * 1000).then_some(claims)
     }
 
     /// The claims as an OFREP evaluation context adds them (`targetingKey` is the subject).
