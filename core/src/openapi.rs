@@ -67,7 +67,9 @@ fn complete_operation(path: &str, operation: &mut Operation) {
             response.content.insert(media_type.to_owned(), content);
         }
     }
-    if !path.starts_with("/v1/") {
+    // The customer routes under /auth meet the same extractors and middleware (bar the
+    // admin key, whose 401/403 become a customer token's).
+    if !path.starts_with("/v1/") && !path.starts_with("/auth/") {
         return;
     }
     let mut add = |status: &str, description: &str| {

@@ -35,7 +35,7 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
     loop {
         let (status, body) = http_get(&edge, "/__verge/health", None);
         assert_eq!(status, 200, "{body}");
-        if body == r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1,"rl/edge":1}}"# {
+        if body == r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1,"rl/edge":1,"sess/keys":1}}"# {
             break;
         }
         assert!(Instant::now() < deadline, "the edge never saw snapshot 1: {body}");

@@ -225,7 +225,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
 
     let health = http(&local_url, "GET", "/__verge/health", &[], "");
     assert_eq!(
-        health.body, r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1,"rl/edge":1}}"#,
+        health.body, r#"{"status":"ok","snapshot":1,"datasets":{"edge/settings":1,"rl/edge":1,"sess/keys":1}}"#,
         "the local host reads the publish"
     );
     let browser = [("user-agent", BROWSER)];

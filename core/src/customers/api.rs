@@ -40,6 +40,7 @@ pub(crate) struct CreateCustomer {
     #[schema(max_length = 200)]
     name: Option<String>,
     /// E.164: `+` and 8 to 15 digits.
+    #[schema(pattern = "^\\+[0-9]{8,15}$")]
     phone: Option<String>,
     /// A JSON object of your own, at most 16 KiB.
     #[schema(value_type = Option<Object>)]

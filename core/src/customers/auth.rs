@@ -269,8 +269,13 @@ pub(crate) async fn refresh(
     let body: Refresh = if body.iter().all(u8::is_ascii_whitespace) {
         Refresh::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|err| ApiError::bad_request("invalid_json", format!("the body is not a refresh request: {err}")))?
+        serde_json::from_slice(&body).map_err(|err| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the body is not a refresh request: {err}"),
+            )
+        })?
     };
     let (token, delivery) = match body.refresh_token {
         Some(token) => (token, Delivery::Bearer),

@@ -144,6 +144,7 @@ pub(crate) fn parse_overlap(text: &str) -> Result<i64, String> {
 pub(crate) struct RotateBody {
     /// How long the replaced key keeps validating, e.g. `15m` (default `1h`, the longest
     /// an access token lives).
+    #[schema(pattern = "^([0-9]{1,5}s|[0-9]{1,4}m|[0-9]{1,2}h)$")]
     overlap: Option<String>,
 }
 
