@@ -131,3 +131,34 @@ fn revocations_apply_to_cached_tokens() {
     let newer = token_with(&SECRET, &Claims { issued_at_ms: NOW, ..claims() });
     assert_eq!(validate_bearer(&host, &newer).status(), StatusCode::OK);
 }
+
+#[test]
+fn an_ofrep_evaluation_with_a_session_evaluates_for_its_customer() {
+    let mut host = edge(None);
+    let dataset = "flags/web/prod";
+    let set = br#"{"flags": {"beta": {"state": "ENABLED", "variants": {"on": true, "off": false},
+        "defaultVariant": "off", "targeting": {"if": [{"==": [{"var": "targetingKey"}, "cus_1"]}, "on", "off"]}}}}"#;
+    let mut manifest = Manifest::decode(&host.kv[MANIFEST_KEY]).unwrap();
+    manifest.set(dataset, 1, "f");
+    host.kv.insert(MANIFEST_KEY.to_owned(), manifest.encode());
+    host.kv.insert(versioned_key(dataset, 1, "flagd"), set.to_vec());
+    host.kv.insert(format!("flagkeys/{}", verge_shared::flags::client_key_hash("fck_web")), dataset.as_bytes().to_vec());
+    let evaluate = |session: Option<&str>| {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri("/ofrep/v1/evaluate/flags/beta")
+            .header(header::AUTHORIZATION, "Bearer fck_web");
+        if let Some(token) = session {
+            builder = builder.header(SESSION_HEADER, token);
+        }
+        let body = br#"{"context": {"targetingKey": "someone-else"}}"#.to_vec();
+        let response = futures_executor::block_on(crate::handle(&host, builder.body(body).unwrap()));
+        assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+        serde_json::from_slice::<Value>(response.body()).unwrap()["value"].clone()
+    };
+    assert_eq!(evaluate(None), false);
+    let token = token_with(&SECRET, &claims());
+    assert_eq!(evaluate(Some(&token)), true, "the session's customer is the targeting key");
+    // A session that does not validate adds nothing.
+    assert_eq!(evaluate(Some(&token_with(&[4; 32], &claims()))), false);
+}
