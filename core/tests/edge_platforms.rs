@@ -94,6 +94,66 @@ fn create_links(core: &common::process::CoreForEdges) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Access tokens each edge must judge alike: a valid one, one whose session was signed out,
+/// and the kinds a verifier must refuse. Expired and forged ones are signed here with the
+/// core's real key (read from its database) or with a stranger's.
+struct SessionTokens {
+    valid: String,
+    signed_out: String,
+    expired: String,
+    unknown_key: String,
+    forged: String,
+    local: String,
+    tampered_footer: String,
+}
+
+async fn session_tokens(core: &common::process::CoreForEdges, config: &verge_core::Config) -> SessionTokens {
+    use verge_shared::sessions::{Claims, footer, paseto};
+    let json = [("content-type", "application/json")];
+    let credentials = r#"{"email": "ada@example.com", "password": "a long passphrase here"}"#;
+    assert_eq!(http(&core.url, "POST", "/auth/shop/sign-up", &json, credentials).status, 202);
+    let sign_in = || -> serde_json::Value {
+        let reply = http(&core.url, "POST", "/auth/shop/sign-in", &json, credentials);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        serde_json::from_str(&reply.body).unwrap()
+    };
+    let (valid, signed_out) = (sign_in(), sign_in());
+    let bearer = format!("Bearer {}", signed_out["access_token"].as_str().unwrap());
+    assert_eq!(http(&core.url, "POST", "/auth/shop/sign-out", &[("authorization", &bearer)], "").status, 204);
+
+    let db = verge_core::db::Database::connect(config).await.unwrap();
+    let (kid, secret): (String, String) =
+        sqlx::query_as("SELECT kid, secret_key FROM session_keys").fetch_one(db.pool()).await.unwrap();
+    let secret: [u8; 32] = hex::decode(secret).unwrap().try_into().unwrap();
+    let stranger = [9u8; 32];
+    let stranger_kid = paseto::paserk_pid(&paseto::public_key(&stranger));
+    let claims = Claims {
+        subject: "cus_x".into(),
+        session_id: "ses_x".into(),
+        project: "shop".into(),
+        issued_at_ms: 1_700_000_000_000,
+        expires_at_ms: 1_700_000_600_000,
+        email_verified: false,
+    };
+    let sign = |key: &[u8; 32], kid: &str, claims: &Claims| {
+        paseto::sign(key, claims.to_json().as_bytes(), footer(kid).as_bytes(), b"")
+    };
+    let current = Claims { issued_at_ms: 4_000_000_000_000, expires_at_ms: 4_000_000_600_000, ..claims.clone() };
+    let valid_token = valid["access_token"].as_str().unwrap().to_owned();
+    let (body, _) = valid_token.rsplit_once('.').unwrap();
+    let stranger_token = sign(&stranger, &stranger_kid, &current);
+    let (_, stranger_footer) = stranger_token.rsplit_once('.').unwrap();
+    SessionTokens {
+        expired: sign(&secret, &kid, &claims),
+        unknown_key: stranger_token.clone(),
+        forged: sign(&stranger, &kid, &current),
+        local: valid_token.replacen("v4.public.", "v4.local.", 1),
+        tampered_footer: format!("{body}.{stranger_footer}"),
+        signed_out: signed_out["access_token"].as_str().unwrap().to_owned(),
+        valid: valid_token,
+    }
+}
+
 #[tokio::test]
 async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish() {
     let wrangler = require("wrangler");
@@ -114,6 +174,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     let (core_url, ingest_key) = (core.url.clone(), core.ingest_key.clone());
     let links = create_links(&core);
     let policy = create_policy(&core);
+    let tokens = session_tokens(&core, &config).await;
 
     // One state, published for each platform.
     for target in ["local", "cloudflare", "fastly"] {
@@ -231,6 +292,26 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     let browser = [("user-agent", BROWSER)];
     let iphone = [("user-agent", IPHONE)];
     let form = [("user-agent", BROWSER), ("content-type", "application/x-www-form-urlencoded")];
+    let bearer = |token: &str| [("authorization".to_owned(), format!("Bearer {token}"))];
+    let sessions = [
+        (&tokens.valid, 200, ""),
+        (&tokens.signed_out, 401, "token_revoked"),
+        (&tokens.expired, 401, "token_expired"),
+        (&tokens.unknown_key, 401, "token_unknown_key"),
+        (&tokens.forged, 401, "token_bad_signature"),
+        (&tokens.local, 401, "token_wrong_purpose"),
+        (&tokens.tampered_footer, 401, "token_unknown_key"),
+    ];
+    for (token, status, code) in sessions {
+        let headers = bearer(token);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        for (platform, url) in &platforms {
+            let reply = http(url, "GET", "/sessions/v1/validate", &headers, "");
+            assert_eq!(reply.status, status, "{platform}: {}", reply.body);
+            assert!(reply.body.contains(code), "{platform}: {}", reply.body);
+        }
+    }
+
     #[rustfmt::skip]
     let probes: [Probe<'_>; 15] = [
         ("GET", "/__verge/health", &[], ""),
