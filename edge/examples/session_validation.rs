@@ -91,7 +91,8 @@ fn main() {
         };
         paseto::sign(&secret, claims.to_json().as_bytes(), footer(&kid).as_bytes(), b"")
     };
-    let tokens: Vec<Vec<String>> = (0..ROUNDS).map(|r| (0..PER_ROUND).map(|i| token(r * PER_ROUND + i)).collect()).collect();
+    let tokens: Vec<Vec<String>> =
+        (0..ROUNDS).map(|r| (0..PER_ROUND).map(|i| token(r * PER_ROUND + i)).collect()).collect();
 
     // The bare verification: Ed25519 (verify_strict, as the edge uses) over a message of
     // the size a token's pre-authentication encoding has.

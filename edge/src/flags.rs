@@ -339,7 +339,10 @@ fn preflight() -> Response<Body> {
     let response = Response::builder()
         .status(StatusCode::NO_CONTENT)
         .header(header::ACCESS_CONTROL_ALLOW_METHODS, "POST, OPTIONS")
-        .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "authorization, content-type, x-api-key, if-none-match, x-verge-session")
+        .header(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "authorization, content-type, x-api-key, if-none-match, x-verge-session",
+        )
         .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
         .body(Vec::new())
         .expect("a valid response");

@@ -142,7 +142,8 @@ fn an_ofrep_evaluation_with_a_session_evaluates_for_its_customer() {
     manifest.set(dataset, 1, "f");
     host.kv.insert(MANIFEST_KEY.to_owned(), manifest.encode());
     host.kv.insert(versioned_key(dataset, 1, "flagd"), set.to_vec());
-    host.kv.insert(format!("flagkeys/{}", verge_shared::flags::client_key_hash("fck_web")), dataset.as_bytes().to_vec());
+    host.kv
+        .insert(format!("flagkeys/{}", verge_shared::flags::client_key_hash("fck_web")), dataset.as_bytes().to_vec());
     let evaluate = |session: Option<&str>| {
         let mut builder = Request::builder()
             .method(Method::POST)
