@@ -165,10 +165,10 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(customers::auth::sign_out_everywhere))
         .routes(routes!(customers::auth::my_sessions))
         .routes(routes!(customers::auth::end_my_session))
-        .routes(routes!(customers::auth::request_verification))
-        .routes(routes!(customers::auth::verify_email))
-        .routes(routes!(customers::auth::request_password_reset))
-        .routes(routes!(customers::auth::reset_password));
+        .routes(routes!(customers::recovery::request_verification))
+        .routes(routes!(customers::recovery::verify_email))
+        .routes(routes!(customers::recovery::request_password_reset))
+        .routes(routes!(customers::recovery::reset_password));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

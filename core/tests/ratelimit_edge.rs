@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fresh_config;
-use common::process::{Reply, field, http, start_dev, until, verge};
+use common::process::{Printed, Reply, http, printed, start_dev, until, verge};
 use serde_json::{Value, json};
 
 struct Dev {
@@ -63,10 +63,9 @@ async fn policies_limit_the_edge_within_a_second_and_its_decisions_reach_the_sta
     let mut command = verge(&config, dir.path());
     command.env("VERGE_LINKS_DEFAULT_DOMAIN", "127.0.0.1");
     let (_dev, lines) = start_dev(command);
-    let dev = Dev {
-        core: field(&lines, "core API").trim_end_matches("/v1").to_owned(),
-        edge: field(&lines, "edge").trim_end_matches("/__verge/health").to_owned(),
-        key: field(&lines, "admin key").to_owned(),
+    let dev = {
+        let Printed { core, edge, key } = printed(&lines);
+        Dev { core, edge, key }
     };
     let (status, _) = dev.call("POST", "/v1/links", Some(json!({"url": "https://example.com/a", "alias": "limited"})));
     assert_eq!(status, 201);
@@ -146,10 +145,9 @@ async fn policies_limit_the_edge_within_a_second_and_its_decisions_reach_the_sta
 async fn the_default_policies_are_seeded_once_and_a_deleted_one_stays_deleted() {
     let (config, dir) = fresh_config().await;
     let (mut dev_process, lines) = start_dev(verge(&config, dir.path()));
-    let dev = Dev {
-        core: field(&lines, "core API").trim_end_matches("/v1").to_owned(),
-        edge: field(&lines, "edge").trim_end_matches("/__verge/health").to_owned(),
-        key: field(&lines, "admin key").to_owned(),
+    let dev = {
+        let Printed { core, edge, key } = printed(&lines);
+        Dev { core, edge, key }
     };
     let (_, listed) = dev.call("GET", "/v1/ratelimit/policies", None);
     let ids: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
@@ -168,7 +166,7 @@ async fn the_default_policies_are_seeded_once_and_a_deleted_one_stays_deleted() 
     let mut again = verge(&config, dir.path());
     again.env("VERGE_ADMIN_KEY", &dev.key);
     let (_dev_again, lines) = start_dev(again);
-    let dev = Dev { core: field(&lines, "core API").trim_end_matches("/v1").to_owned(), ..dev };
+    let dev = Dev { core: printed(&lines).core, ..dev };
     let (_, listed) = dev.call("GET", "/v1/ratelimit/policies", None);
     assert_eq!(listed["items"], json!([]), "a deleted default is not seeded again");
 }
@@ -177,10 +175,9 @@ async fn the_default_policies_are_seeded_once_and_a_deleted_one_stays_deleted() 
 async fn the_edge_check_route_decides_for_check_keys_and_a_revoked_key_stops_working() {
     let (config, dir) = fresh_config().await;
     let (_dev, lines) = start_dev(verge(&config, dir.path()));
-    let dev = Dev {
-        core: field(&lines, "core API").trim_end_matches("/v1").to_owned(),
-        edge: field(&lines, "edge").trim_end_matches("/__verge/health").to_owned(),
-        key: field(&lines, "admin key").to_owned(),
+    let dev = {
+        let Printed { core, edge, key } = printed(&lines);
+        Dev { core, edge, key }
     };
     let (status, key) = dev.call("POST", "/v1/keys", Some(json!({"name": "gateway", "scopes": ["ratelimit:check"]})));
     assert_eq!(status, 201, "{key}");

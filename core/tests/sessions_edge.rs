@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fresh_config;
-use common::process::{Reply, field, http, start_dev, until, verge};
+use common::process::{Printed, Reply, http, printed, start_dev, until, verge};
 use serde_json::{Value, json};
 
 struct Dev {
@@ -68,10 +68,9 @@ impl Dev {
 async fn sign_in_validate_at_the_edge_rotate_revoke_and_verify_elsewhere() {
     let (config, dir) = fresh_config().await;
     let (_dev, lines) = start_dev(verge(&config, dir.path()));
-    let dev = Dev {
-        core: field(&lines, "core API").trim_end_matches("/v1").to_owned(),
-        edge: field(&lines, "edge").trim_end_matches("/__verge/health").to_owned(),
-        key: field(&lines, "admin key").to_owned(),
+    let dev = {
+        let Printed { core, edge, key } = printed(&lines);
+        Dev { core, edge, key }
     };
     let (status, _) = dev.core(
         "POST",

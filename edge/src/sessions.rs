@@ -13,15 +13,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use verge_shared::sessions::{self, Claims, KEYS_DATASET, KEYS_PART, KeySet, Refusal, Verified};
+use verge_shared::sessions::{
+    self, ACCESS_COOKIE as COOKIE, Claims, KEYS_DATASET, KEYS_PART, KeySet, Refusal, Verified,
+};
 
 use crate::body::Body;
 use crate::host::Host;
 use crate::ratelimit::sets::{self, Loaded};
 
 pub(crate) const PATH: &str = "/sessions/v1/validate";
-/// The cookie browsers carry the access token in (set by the core's cookie sign-in).
-pub(crate) const COOKIE: &str = "verge_session";
 /// OFREP's `Authorization` carries the client key, so a session comes as this header or
 /// the cookie there.
 pub(crate) const SESSION_HEADER: &str = "x-verge-session";
@@ -39,15 +39,7 @@ async fn keys<H: Host>(host: &H) -> Arc<KeySet> {
 
 /// The cookie `name`'s value in `request`.
 fn cookie<'r>(request: &'r Request<Body>, name: &str) -> Option<&'r str> {
-    request
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+    sessions::cookie(request.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
 }
 
 fn bearer(request: &Request<Body>) -> Option<&str> {

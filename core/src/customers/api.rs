@@ -156,7 +156,7 @@ pub(crate) async fn create_customer(
     ApiJson(body): ApiJson<CreateCustomer>,
 ) -> Result<(StatusCode, Json<Customer>), ApiError> {
     check_project(&project)?;
-    super::auth::check_email(&body.email, "/email")?;
+    super::check_email(&body.email, "/email")?;
     check_fields(body.name.as_deref(), body.phone.as_deref(), body.metadata.as_ref())?;
     let password_hash = match body.password {
         Some(password) => {
@@ -273,7 +273,7 @@ pub(crate) async fn update_customer(
     ApiJson(body): ApiJson<UpdateCustomer>,
 ) -> Result<Json<Customer>, ApiError> {
     if let Some(email) = &body.email {
-        super::auth::check_email(email, "/email")?;
+        super::check_email(email, "/email")?;
     }
     check_fields(
         body.name.as_ref().and_then(Option::as_deref),

@@ -14,21 +14,14 @@ use subtle::ConstantTimeEq;
 use super::sessions::{Tokens, random_secret};
 use crate::error::ApiError;
 
-pub(crate) const ACCESS: &str = "verge_session";
+pub(crate) const ACCESS: &str = verge_shared::sessions::ACCESS_COOKIE;
 pub(crate) const REFRESH: &str = "verge_refresh";
 pub(crate) const CSRF: &str = "verge_csrf";
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The value of cookie `name` in the request, if sent.
 pub(crate) fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+    verge_shared::sessions::cookie(headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
 }
 
 fn secure(headers: &HeaderMap) -> bool {

@@ -12,6 +12,7 @@ pub(crate) mod auth;
 pub(crate) mod cookies;
 pub(crate) mod device;
 pub(crate) mod password;
+pub(crate) mod recovery;
 pub(crate) mod revocations;
 pub(crate) mod sessions;
 pub(crate) mod settings;
@@ -99,6 +100,25 @@ pub(crate) fn check_project(project: &str) -> Result<(), ApiError> {
             field: "project".into(),
             message: "must be 1-63 of a-z, 0-9, `-` and `_`, starting with a letter or digit".into(),
         }]))
+    }
+}
+
+/// Refuses what is not an email address, as a 422 on `field`.
+pub(crate) fn check_email(email: &str, field: &str) -> Result<(), ApiError> {
+    let trimmed = email.trim();
+    let valid = trimmed.len() <= 254
+        && !trimmed.chars().any(char::is_whitespace)
+        && trimmed.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::validation(vec![FieldError { field: field.into(), message: "is not an email address".into() }]))
     }
 }
 

@@ -96,6 +96,22 @@ pub fn start_until(mut command: Command, ready: impl Fn(&str) -> bool) -> (Runni
     }
 }
 
+/// Where a `verge dev` answers, as it printed: the core (without `/v1`), the edge (without
+/// its health path) and the admin key.
+pub struct Printed {
+    pub core: String,
+    pub edge: String,
+    pub key: String,
+}
+
+pub fn printed(lines: &[String]) -> Printed {
+    Printed {
+        core: field(lines, "core API").trim_end_matches("/v1").to_owned(),
+        edge: field(lines, "edge").trim_end_matches("/__verge/health").to_owned(),
+        key: field(lines, "admin key").to_owned(),
+    }
+}
+
 pub fn field<'a>(lines: &'a [String], label: &str) -> &'a str {
     let line =
         lines.iter().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no {label} in {lines:?}"));

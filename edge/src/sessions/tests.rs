@@ -135,7 +135,9 @@ fn revocations_apply_to_cached_tokens() {
 #[test]
 fn an_ofrep_evaluation_with_a_session_evaluates_for_its_customer() {
     let mut host = edge(None);
-    let dataset = "flags/web/prod";
+    // Parsed flag sets are kept process-wide by dataset and version: a name of its own
+    // keeps other tests' sets out of this one.
+    let dataset = "flags/sessions-test/prod";
     let set = br#"{"flags": {"beta": {"state": "ENABLED", "variants": {"on": true, "off": false},
         "defaultVariant": "off", "targeting": {"if": [{"==": [{"var": "targetingKey"}, "cus_1"]}, "on", "off"]}}}}"#;
     let mut manifest = Manifest::decode(&host.kv[MANIFEST_KEY]).unwrap();

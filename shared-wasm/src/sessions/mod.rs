@@ -29,6 +29,19 @@ pub const SEEN_EVENT: &str = "session.seen";
 
 const RECORD_FORMAT: u8 = 1;
 
+/// The browser cookie that carries the access token.
+pub const ACCESS_COOKIE: &str = "verge_session";
+
+/// The value of cookie `name` among `Cookie` header values (`a=1; b=2`), if sent.
+pub fn cookie<'a>(header_values: impl IntoIterator<Item = &'a str>, name: &str) -> Option<&'a str> {
+    header_values
+        .into_iter()
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
 /// The KV key of a revoked session's record.
 pub fn session_revocation_key(session_id: &str) -> String {
     format!("{REVOCATIONS_PREFIX}s/{session_id}")

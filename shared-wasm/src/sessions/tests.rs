@@ -69,3 +69,11 @@ fn revocations_apply_to_the_session_and_to_tokens_before_valid_after() {
     assert_eq!(decode_revocation(&encode_revocation(-3)), Some(-3));
     assert_eq!(decode_revocation(b"\x09123"), None);
 }
+
+#[test]
+fn cookies_are_found_by_exact_name_across_headers() {
+    let headers = ["a=1; verge_session_old=x", "b=2;verge_session=tok.en=; c=3"];
+    assert_eq!(cookie(headers, ACCESS_COOKIE), Some("tok.en="));
+    assert_eq!(cookie(headers, "a"), Some("1"));
+    assert_eq!(cookie(headers, "missing"), None);
+}
