@@ -233,3 +233,30 @@ async fn verification_and_reset_tokens_work_once_and_a_reset_ends_every_session(
     sign_in(&app, "ada@example.com", PASSWORD).await.problem(StatusCode::UNAUTHORIZED, "unauthorized");
     sign_in(&app, "ada@example.com", new_password).await.ok();
 }
+
+#[tokio::test]
+async fn reset_and_verification_requests_cannot_flood_an_inbox() {
+    let app = TestApp::new().await;
+    sign_up(&app, "ada@example.com").await;
+    let request =
+        |email: &str| app.call(Method::POST, "/auth/shop/password-reset/request", None, Some(json!({"email": email})));
+    for _ in 0..3 {
+        assert_eq!(request("ada@example.com").await.status, StatusCode::ACCEPTED);
+    }
+    request("ada@example.com").await.problem(StatusCode::TOO_MANY_REQUESTS, "reset_throttled");
+    // An email without an account is counted alike, so the 429 tells nothing.
+    for _ in 0..3 {
+        assert_eq!(request("nobody@example.com").await.status, StatusCode::ACCEPTED);
+    }
+    request("nobody@example.com").await.problem(StatusCode::TOO_MANY_REQUESTS, "reset_throttled");
+    let admin = app.admin().await;
+    let sent = app.get("/v1/notifications?kind=customer.password_reset_requested", Some(&admin)).await;
+    assert_eq!(sent.ok()["items"].as_array().unwrap().len(), 3);
+
+    let session = sign_in(&app, "ada@example.com", PASSWORD).await.ok().clone();
+    let ask = || app.call(Method::POST, "/auth/shop/verification", session["access_token"].as_str(), None);
+    for _ in 0..3 {
+        assert_eq!(ask().await.status, StatusCode::ACCEPTED);
+    }
+    ask().await.problem(StatusCode::TOO_MANY_REQUESTS, "verification_throttled");
+}

@@ -6,8 +6,6 @@
 //! always answers 202. Failed sign-ins are throttled per account and per client address in
 //! the same counter store as the global rate-limit tier, before any password is hashed.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -20,16 +18,11 @@ use utoipa::ToSchema;
 use super::device::Client;
 use super::sessions::{self, Session, Tokens};
 use super::tokens::{self, Purpose};
-use super::{Customer, check_project, cookies, fold_email, password};
+use super::{Customer, check_project, cookies, fold_email, password, throttle};
 use crate::audit::Actor;
 use crate::error::{ApiError, ApiJson, Problem};
 use crate::state::AppState;
 use crate::time::now_millis;
-
-/// Failed sign-ins allowed per account, and per client address, in `THROTTLE_WINDOW`.
-const FAILURES_PER_ACCOUNT: i64 = 5;
-const FAILURES_PER_ADDRESS: i64 = 50;
-const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -111,16 +104,20 @@ fn reply(headers: &HeaderMap, project: &str, tokens: Tokens, delivery: Delivery)
     responses(
         (status = 202, description = "Accepted; the same answer whether or not the email already had an account"),
         (status = 422, description = "Invalid email, or a password refused with the reason", body = Problem),
+        (status = 429, description = "Over 20 sign-ups an hour from this address", body = Problem),
     )
 )]
 pub(crate) async fn sign_up(
     State(state): State<AppState>,
     Path(project): Path<String>,
+    client: Client,
     ApiJson(body): ApiJson<SignUp>,
 ) -> Result<Response, ApiError> {
     check_project(&project)?;
     super::check_email(&body.email, "/email")?;
     password::check(&body.password, &body.email, "/password")?;
+    // Before the Argon2id work, which is what a flood of sign-ups would spend.
+    throttle::spend(&state, "sign_up_throttled", &[throttle::per_address("signup", &client, 20)]).await?;
     let hash = password::hash(body.password).await?;
     let mut tx = state.db.begin_write().await?;
     let existing: Option<String> =
@@ -155,24 +152,6 @@ pub(crate) async fn sign_up(
         .into_response())
 }
 
-/// Counters of failed sign-ins: refuses with 429 when either is spent.
-async fn throttle(state: &AppState, project: &str, email: &str, client: &Client) -> Result<[String; 2], ApiError> {
-    let account =
-        format!("signin:acct:{}", verge_shared::sha256_hex(format!("{project}\0{}", fold_email(email)).as_bytes()));
-    let address = format!("signin:ip:{}", client.ip.as_deref().unwrap_or("unknown"));
-    for (key, limit) in [(&account, FAILURES_PER_ACCOUNT), (&address, FAILURES_PER_ADDRESS)] {
-        let failures = state.cache.increment(key, 0, THROTTLE_WINDOW).await.map_err(ApiError::internal)?;
-        if failures >= limit {
-            return Err(ApiError::too_many_requests(
-                "sign_in_throttled",
-                "too many failed sign-ins for this account or from this address; try again later",
-                THROTTLE_WINDOW.as_secs(),
-            ));
-        }
-    }
-    Ok([account, address])
-}
-
 /// Sign in with email and password.
 #[utoipa::path(
     post, path = "/auth/{project}/sign-in", tag = "sessions",
@@ -191,7 +170,7 @@ pub(crate) async fn sign_in(
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
     check_project(&project)?;
-    let counters = throttle(&state, &project, &body.email, &client).await?;
+    let counters = throttle::sign_in_allowed(&state, &project, &body.email, &client).await?;
     let row = sqlx::query("SELECT * FROM customers WHERE project = $1 AND email_folded = $2")
         .bind(&project)
         .bind(fold_email(&body.email))
@@ -200,9 +179,7 @@ pub(crate) async fn sign_in(
     let stored =
         row.as_ref().map(|r| sqlx::Row::try_get::<Option<String>, _>(r, "password_hash")).transpose()?.flatten();
     if !password::verify(body.password, stored).await? {
-        for key in &counters {
-            state.cache.increment(key, 1, THROTTLE_WINDOW).await.map_err(ApiError::internal)?;
-        }
+        throttle::sign_in_failed(&state, &counters).await?;
         if let Some(row) = &row {
             let customer = Customer::from_row(row)?;
             let mut tx = state.db.begin_write().await?;

@@ -17,6 +17,7 @@ pub(crate) mod revocations;
 pub(crate) mod sessions;
 pub(crate) mod settings;
 pub(crate) mod signing;
+pub(crate) mod throttle;
 pub(crate) mod tokens;
 
 use serde::Serialize;

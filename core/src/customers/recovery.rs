@@ -8,8 +8,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::auth::SignedIn;
+use super::device::Client;
 use super::tokens::{self, Purpose};
-use super::{Customer, check_email, check_project, fold_email, password, sessions};
+use super::{Customer, check_email, check_project, fold_email, password, sessions, throttle};
 use crate::audit::Actor;
 use crate::error::{ApiError, ApiJson, Problem};
 use crate::state::AppState;
@@ -21,9 +22,11 @@ use crate::time::now_millis;
     params(("project" = String, Path)),
     security(("customer_token" = [])),
     responses((status = 202, description = "A `customer.verification_requested` notification carries the token"),
-              (status = 401, body = Problem), (status = 409, description = "Already verified", body = Problem))
+              (status = 401, body = Problem), (status = 409, description = "Already verified", body = Problem),
+              (status = 429, description = "Over 3 requests an hour for this customer", body = Problem))
 )]
 pub(crate) async fn request_verification(State(state): State<AppState>, who: SignedIn) -> Result<StatusCode, ApiError> {
+    throttle::spend(&state, "verification_throttled", &[(format!("verify:{}", who.customer_id), 3)]).await?;
     let mut tx = state.db.begin_write().await?;
     let (customer, _) = super::load(&mut tx, &who.project, &who.customer_id).await?;
     if customer.email_verified {
@@ -90,15 +93,21 @@ pub(crate) struct ResetRequest {
     responses(
         (status = 202, description = "A `customer.password_reset_requested` notification carries the token, if the account exists"),
         (status = 422, description = "Not an email address", body = Problem),
+        (status = 429, description = "Over 3 requests an hour for this email, or 20 from this address", body = Problem),
     )
 )]
 pub(crate) async fn request_password_reset(
     State(state): State<AppState>,
     Path(project): Path<String>,
+    client: Client,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<StatusCode, ApiError> {
     check_project(&project)?;
     check_email(&body.email, "/email")?;
+    // Counted whether or not the email has an account, so a 429 tells nothing; it keeps
+    // the route from flooding someone's inbox.
+    let account = throttle::per_account("reset", &project, &body.email, 3);
+    throttle::spend(&state, "reset_throttled", &[account, throttle::per_address("reset", &client, 20)]).await?;
     let mut tx = state.db.begin_write().await?;
     let row = sqlx::query("SELECT * FROM customers WHERE project = $1 AND email_folded = $2")
         .bind(&project)
