@@ -144,7 +144,7 @@ enum KeysCommand {
         #[arg(long)]
         name: String,
         /// A scope to grant (repeat for several): admin, read, events:ingest, links:write, flags:write,
-        /// ratelimit:write, ratelimit:check.
+        /// ratelimit:write, ratelimit:check, customers:write.
         #[arg(long = "scope", required = true, value_name = "SCOPE")]
         scopes: Vec<Scope>,
         /// When the key stops working (RFC 3339, e.g. 2027-01-01T00:00:00Z).

@@ -107,7 +107,11 @@ struct SessionTokens {
     tampered_footer: String,
 }
 
-async fn session_tokens(core: &common::process::CoreForEdges, config: &verge_core::Config) -> SessionTokens {
+async fn session_tokens(
+    core: &common::process::CoreForEdges,
+    config: &verge_core::Config,
+    work: &Path,
+) -> SessionTokens {
     use verge_shared::sessions::{Claims, footer, paseto};
     let json = [("content-type", "application/json")];
     let credentials = r#"{"email": "ada@example.com", "password": "a long passphrase here"}"#;
@@ -121,7 +125,7 @@ async fn session_tokens(core: &common::process::CoreForEdges, config: &verge_cor
     let bearer = format!("Bearer {}", signed_out["access_token"].as_str().unwrap());
     assert_eq!(http(&core.url, "POST", "/auth/shop/sign-out", &[("authorization", &bearer)], "").status, 204);
 
-    let db = verge_core::db::Database::connect(config).await.unwrap();
+    let db = common::process::core_database(config, work).await;
     let (kid, secret): (String, String) =
         sqlx::query_as("SELECT kid, secret_key FROM session_keys").fetch_one(db.pool()).await.unwrap();
     let secret: [u8; 32] = hex::decode(secret).unwrap().try_into().unwrap();
@@ -174,7 +178,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     let (core_url, ingest_key) = (core.url.clone(), core.ingest_key.clone());
     let links = create_links(&core);
     let policy = create_policy(&core);
-    let tokens = session_tokens(&core, &config).await;
+    let tokens = session_tokens(&core, &config, work).await;
 
     // One state, published for each platform.
     for target in ["local", "cloudflare", "fastly"] {

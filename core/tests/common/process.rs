@@ -333,6 +333,12 @@ fn serve_edge_with(
 
 /// Polls the `data` of the core's stored events of `kind` until `done` holds of them,
 /// failing the test with what arrived if that takes longer than `within`.
+/// The database of a core started by [`verge`] in `work` (its SQLite file lives in the
+/// default data directory there; on `services`, the configured PostgreSQL).
+pub async fn core_database(config: &Config, work: &Path) -> verge_core::db::Database {
+    verge_core::db::Database::connect(&Config { data_dir: work.join("verge-data"), ..config.clone() }).await.unwrap()
+}
+
 pub async fn wait_for_events(
     config: &Config,
     work: &Path,
@@ -340,9 +346,7 @@ pub async fn wait_for_events(
     within: Duration,
     done: impl Fn(&[String]) -> bool,
 ) -> Vec<String> {
-    let db = verge_core::db::Database::connect(&Config { data_dir: work.join("verge-data"), ..config.clone() })
-        .await
-        .unwrap();
+    let db = core_database(config, work).await;
     let deadline = Instant::now() + within;
     loop {
         let rows: Vec<(String,)> = sqlx::query_as("SELECT data FROM events WHERE kind = $1 ORDER BY received_at")
