@@ -104,7 +104,11 @@ pub(crate) async fn load(conn: &mut sqlx::AnyConnection, project: &str) -> Resul
     get, path = "/v1/customers/{project}/settings", tag = "customers",
     params(("project" = String, Path)),
     security(("admin_key" = ["admin", "read", "customers:write"])),
-    responses((status = 200, body = AuthSettings), (status = 401, body = Problem), (status = 403, body = Problem))
+    responses(
+        (status = 200, body = AuthSettings),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 422, description = "Not a project name", body = Problem),
+    )
 )]
 pub(crate) async fn get_settings(
     State(state): State<AppState>,
