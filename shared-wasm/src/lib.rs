@@ -4,6 +4,7 @@
 //! random bytes in, so a flag evaluates, a limit decides and a token verifies the same way
 //! at every edge and in the core. Keep dependencies few and wasm-friendly (no C, no tokio).
 
+pub mod autocomplete;
 pub mod flags;
 pub mod gcra;
 pub mod ids;

@@ -36,6 +36,46 @@ pub fn words(text: &str) -> impl Iterator<Item = String> {
         .into_iter()
 }
 
+/// Text folded for suggestions, remembering where each folded character came from, so a
+/// match found in the folded text can be highlighted in the original.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// Runs of letters and digits, folded as [`fold`] does, joined by single spaces.
+    pub text: String,
+    /// For each `char` of `text`, the index (in `char`s) of the original character.
+    pub origin: Vec<u32>,
+}
+
+impl Folded {
+    pub fn chars(&self) -> usize {
+        self.origin.len()
+    }
+}
+
+/// `text` folded for suggestions: like [`fold`], and punctuation separates words as
+/// whitespace does, so `St. Louis` and `st louis` are one key.
+pub fn fold_words(text: &str) -> Folded {
+    let mut folded = Folded { text: String::with_capacity(text.len()), origin: Vec::with_capacity(text.len()) };
+    let mut pending_space = false;
+    for (index, original) in text.chars().enumerate() {
+        let index = index as u32;
+        for c in original.nfkd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase) {
+            if !c.is_alphanumeric() {
+                pending_space = !folded.text.is_empty();
+                continue;
+            }
+            if pending_space {
+                folded.text.push(' ');
+                folded.origin.push(index);
+                pending_space = false;
+            }
+            folded.text.push(c);
+            folded.origin.push(index);
+        }
+    }
+    folded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +86,14 @@ mod tests {
         assert_eq!(fold("Zoë Ångström"), "zoe angstrom");
         assert_eq!(fold("ＡＢＣ"), "abc");
         assert_eq!(words("Anne-Marie O'Neil, 42").collect::<Vec<_>>(), ["anne", "marie", "o", "neil", "42"]);
+    }
+
+    #[test]
+    fn fold_words_separates_at_punctuation_and_remembers_origins() {
+        let folded = fold_words(" St. Étienne—ﬁn ");
+        assert_eq!(folded.text, "st etienne fin");
+        // A space stands where the next word starts; `ﬁ` (index 13) became `f` and `i`.
+        assert_eq!(folded.origin, [1, 2, 5, 5, 6, 7, 8, 9, 10, 11, 13, 13, 13, 14]);
+        assert_eq!(fold_words("?!").text, "");
     }
 }
