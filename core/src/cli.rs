@@ -144,7 +144,8 @@ enum KeysCommand {
         #[arg(long)]
         name: String,
         /// A scope to grant (repeat for several): admin, read, events:ingest, links:write, flags:write,
-        /// ratelimit:write, ratelimit:check, customers:write.
+        /// ratelimit:write, ratelimit:check, customers:write,
+        /// autocomplete:write.
         #[arg(long = "scope", required = true, value_name = "SCOPE")]
         scopes: Vec<Scope>,
         /// When the key stops working (RFC 3339, e.g. 2027-01-01T00:00:00Z).
@@ -264,6 +265,11 @@ async fn run_until(
         app.state.publisher.clone(),
         stopped(stop_rx.clone()),
     ));
+    let trending = tokio::spawn(crate::autocomplete::trending::run(
+        app.state.clone(),
+        app.state.config.autocomplete_trending_interval(),
+        stopped(stop_rx.clone()),
+    ));
     let mut server = std::pin::pin!(server::serve(listener, app.router, stopped(stop_rx), grace));
     let served = tokio::select! {
         served = &mut server => served,
@@ -278,6 +284,7 @@ async fn run_until(
     scheduler.await?;
     alerts.await?;
     sweeper.await?;
+    trending.await?;
     app.state.db.close().await;
     Ok(())
 }

@@ -36,6 +36,11 @@ pub struct Config {
     pub body_limit_bytes: usize,
     /// Longest a request may take before it is answered with a timeout problem.
     pub request_timeout_ms: u64,
+    /// Largest bulk import body (autocomplete terms), in bytes; imports are streamed, so
+    /// this bounds the file, not memory. Imports are not held to `request_timeout_ms`.
+    pub import_limit_bytes: usize,
+    /// How often trending queries are republished into the indexes that received them.
+    pub autocomplete_trending_interval_ms: u64,
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub shutdown_grace_ms: u64,
     /// `text` for people, `json` for log collectors.
@@ -92,6 +97,8 @@ impl Default for Config {
             admin_key: None,
             body_limit_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
+            import_limit_bytes: 1024 * 1024 * 1024,
+            autocomplete_trending_interval_ms: 300_000,
             shutdown_grace_ms: 10_000,
             log_format: LogFormat::Text,
             edge_store: None,
@@ -182,6 +189,10 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn autocomplete_trending_interval(&self) -> Duration {
+        Duration::from_millis(self.autocomplete_trending_interval_ms.max(100))
     }
 
     pub fn ratelimit_alert_interval(&self) -> Duration {

@@ -109,6 +109,8 @@ fn validate(batch: &EventBatch, now: Millis) -> Result<Vec<String>, ApiError> {
             errors.extend(crate::flags::stale::check(i, &event.data));
         } else if event.kind == crate::ratelimit::stats::EDGE_DECISION_KIND {
             errors.extend(crate::ratelimit::stats::check(i, &event.data));
+        } else if event.kind == crate::autocomplete::trending::KIND {
+            errors.extend(crate::autocomplete::trending::check(i, &event.data));
         }
     }
     if errors.is_empty() { Ok(data) } else { Err(ApiError::validation(errors)) }
@@ -181,6 +183,13 @@ pub(crate) async fn ingest(
         .map(|event| crate::links::clicks::Click { event_id: &event.id, at: event.at.0, data: &event.data })
         .collect();
     let republish = crate::links::clicks::project(&mut tx, &clicks).await?;
+    let queries: Vec<crate::autocomplete::trending::Reported<'_>> = batch
+        .events
+        .iter()
+        .filter(|event| event.kind == crate::autocomplete::trending::KIND && new_ids.contains(&event.id))
+        .map(|event| crate::autocomplete::trending::Reported { at: event.at.0, data: &event.data })
+        .collect();
+    crate::autocomplete::trending::project(&mut tx, &queries).await?;
     tx.commit().await?;
     if republish {
         state.publisher.wake();

@@ -6,6 +6,7 @@
 //! data ([`db`]), Redis or an in-process store for caches and counters ([`cache`]).
 
 pub mod audit;
+mod autocomplete;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -29,6 +29,7 @@ use crate::error::PROBLEM_JSON;
         (name = "events", description = "Events sent back by edges"),
         (name = "notifications", description = "What the core reports happened (alerts, …), in order"),
         (name = "customers", description = "Customer records, search, history, export and erasure (admin key)"),
+        (name = "autocomplete", description = "Autocomplete indexes, terms, curation and trending (admin key); queries are answered by the edge"),
         (name = "sessions", description = "Customer sign-in, sessions and tokens: public per-project routes, no admin key"),
     )
 )]

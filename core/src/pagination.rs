@@ -59,6 +59,23 @@ impl Cursor {
         Ok(Cursor { after, limit })
     }
 
+    /// [`Cursor::from_params`] for lists ordered by a key of the caller's choosing (any
+    /// text), not by a Verge id.
+    pub fn for_text_keys(params: &PageParams) -> Result<Cursor, ApiError> {
+        let plain = PageParams { limit: params.limit, cursor: None };
+        let mut cursor = Cursor::from_params(&plain)?;
+        if let Some(given) = params.cursor.as_deref().filter(|c| !c.is_empty()) {
+            cursor.after = URL_SAFE_NO_PAD
+                .decode(given)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .and_then(|text| text.strip_prefix(CURSOR_VERSION).map(str::to_owned))
+                .filter(|key| !key.is_empty())
+                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "the cursor is not one this API returned"))?;
+        }
+        Ok(cursor)
+    }
+
     /// The id to continue after (`''` for the first page).
     pub fn after(&self) -> &str {
         &self.after

@@ -29,7 +29,9 @@ use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
 pub use crate::state::AppState;
-use crate::{audit, customers, edge, events, flags, health, keys, links, notifications, openapi, ratelimit};
+use crate::{
+    audit, autocomplete, customers, edge, events, flags, health, keys, links, notifications, openapi, ratelimit,
+};
 
 /// A built service: its router, the state behind it, and its API description.
 #[derive(Clone)]
@@ -70,6 +72,7 @@ pub fn edge_sources() -> Vec<Arc<dyn publish::DatasetSource>> {
         Arc::new(ratelimit::RatelimitSource),
         Arc::new(customers::signing::SessionKeysSource),
         Arc::new(customers::revocations::RevocationsSource),
+        Arc::new(autocomplete::AutocompleteSource),
     ]
 }
 
@@ -154,7 +157,22 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(customers::api::export_customer))
         .routes(routes!(customers::api::customer_sessions))
         .routes(routes!(customers::api::end_customer_sessions))
-        .routes(routes!(customers::signing::rotate_route));
+        .routes(routes!(customers::signing::rotate_route))
+        .routes(routes!(autocomplete::indexes::create_index, autocomplete::indexes::list_indexes))
+        .routes(routes!(
+            autocomplete::indexes::get_index,
+            autocomplete::indexes::update_index,
+            autocomplete::indexes::delete_index
+        ))
+        .routes(routes!(autocomplete::indexes::publish_index))
+        .routes(routes!(autocomplete::terms::list_terms))
+        .routes(routes!(autocomplete::import::import_terms))
+        .routes(routes!(autocomplete::import::export_terms))
+        .routes(routes!(autocomplete::terms::put_term, autocomplete::terms::get_term, autocomplete::terms::delete_term))
+        .routes(routes!(autocomplete::rules::create_rule, autocomplete::rules::list_rules))
+        .routes(routes!(autocomplete::rules::delete_rule))
+        .routes(routes!(autocomplete::trending::trending))
+        .routes(routes!(autocomplete::trending::no_results));
     let customer_routes = OpenApiRouter::new()
         .routes(routes!(customers::signing::well_known))
         .routes(routes!(customers::auth::sign_up))
@@ -213,7 +231,10 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> (Router, Router
                 .layer(CatchPanicLayer::new())
                 .layer(middleware::from_fn_with_state(config.request_timeout(), request_timeout))
                 .layer(DefaultBodyLimit::max(config.body_limit_bytes))
-                .layer(middleware::from_fn_with_state(config.body_limit_bytes, reject_declared_oversize))
+                .layer(middleware::from_fn_with_state(
+                    (config.body_limit_bytes, config.import_limit_bytes),
+                    reject_declared_oversize,
+                ))
                 // Every path under /v1, routed or not, needs a key: an unknown /v1 path
                 // says 401 to strangers, not 404.
                 .layer(middleware::from_fn_with_state(state, keys::auth::require_key_under_v1)),
@@ -264,9 +285,20 @@ async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
     response
 }
 
+/// Bulk imports stream their body (bounded by `import_limit_bytes` as it is read) and may
+/// take longer than an ordinary request.
+fn is_bulk_import(path: &str) -> bool {
+    path.starts_with("/v1/autocomplete/") && path.ends_with("/terms/import")
+}
+
 /// Answers 413 at once when `Content-Length` already exceeds the limit; bodies without a
 /// length are cut off by `DefaultBodyLimit` as they are read.
-async fn reject_declared_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
+async fn reject_declared_oversize(
+    State((body_limit, import_limit)): State<(usize, usize)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = if is_bulk_import(req.uri().path()) { import_limit } else { body_limit };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return ApiError::new(
@@ -280,6 +312,9 @@ async fn reject_declared_oversize(State(limit): State<usize>, req: Request, next
 }
 
 async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    if is_bulk_import(req.uri().path()) {
+        return next.run(req).await;
+    }
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(

@@ -6,6 +6,7 @@
 //! themselves come from `verge-shared`, so the edge and the core agree.
 
 mod attempts;
+mod autocomplete;
 pub mod body;
 pub mod client;
 pub mod events;

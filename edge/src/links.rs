@@ -180,24 +180,5 @@ fn referrer_host(referrer: &str) -> Option<&str> {
 fn form_password(body: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     let raw = text.split('&').find_map(|pair| pair.strip_prefix("password="))?;
-    percent_decode(raw)
-}
-
-fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = raw.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    crate::request::form_decode(raw)
 }

@@ -12,3 +12,34 @@ pub(crate) fn request_host(request: &Request<Body>) -> &str {
         None => request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(""),
     }
 }
+
+/// A form or query-string value decoded: `+` is a space, `%XX` a byte; `None` when the
+/// escapes are broken or the bytes are not UTF-8.
+pub(crate) fn form_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = raw.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The first value of query parameter `name`: `None` when absent, `Some(Err(()))` when
+/// its escapes are broken.
+pub(crate) fn query_param(request: &Request<Body>, name: &str) -> Option<Result<String, ()>> {
+    let query = request.uri().query()?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| form_decode(value).ok_or(()))
+    })
+}

@@ -1,7 +1,7 @@
 //! What a key may do. `admin` may do everything; `read` may read everything except keys;
 //! `events:ingest` is for edges sending events back;
 //! capability write scopes (`links:write`, `flags:write`, `ratelimit:write`,
-//! `customers:write`) let a key
+//! `customers:write`, `autocomplete:write`) let a key
 //! change one capability; `ratelimit:check` lets an origin ask for decisions and nothing else.
 
 use std::fmt;
@@ -34,6 +34,9 @@ pub enum Scope {
     /// Create, change, erase customers and end their sessions.
     #[serde(rename = "customers:write")]
     CustomersWrite,
+    /// Change autocomplete indexes, their terms and curation, and publish them.
+    #[serde(rename = "autocomplete:write")]
+    AutocompleteWrite,
 }
 
 impl Scope {
@@ -46,6 +49,7 @@ impl Scope {
         Scope::RatelimitWrite,
         Scope::RatelimitCheck,
         Scope::CustomersWrite,
+        Scope::AutocompleteWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Scope {
             Scope::RatelimitWrite => "ratelimit:write",
             Scope::RatelimitCheck => "ratelimit:check",
             Scope::CustomersWrite => "customers:write",
+            Scope::AutocompleteWrite => "autocomplete:write",
         }
     }
 }

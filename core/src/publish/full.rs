@@ -50,7 +50,7 @@ pub(super) async fn publish_above(
     progress: &dyn Progress,
     floor: Option<&Manifest>,
 ) -> Result<Report, PublishError> {
-    let datasets = plan_datasets(db, sources, store, floor).await?;
+    let datasets = plan_datasets(db, sources, store, floor, None).await?;
     let mut keyed = Vec::new();
     for source in sources {
         if let Some(plan) = plan_keyed(db, source.as_ref(), store).await? {
@@ -65,14 +65,16 @@ pub(super) async fn publish_above(
     Ok(report)
 }
 
-/// Brings the whole-read datasets in `store` up to date, manifest last.
+/// Brings the whole-read datasets in `store` up to date, manifest last; of the costly
+/// sources' datasets (see [`DatasetSource::dataset_prefix`]), only those in `named`.
 pub(super) async fn publish_datasets(
     db: &Database,
     sources: &[Arc<dyn DatasetSource>],
     store: &dyn EdgeStore,
     progress: &dyn Progress,
+    named: &[String],
 ) -> Result<Report, PublishError> {
-    let plan = plan_datasets(db, sources, store, None).await?;
+    let plan = plan_datasets(db, sources, store, None, Some(named)).await?;
     progress.planned(plan.keys_to_write());
     write_datasets(store, &plan, progress).await
 }
@@ -107,22 +109,39 @@ async fn plan_datasets(
     sources: &[Arc<dyn DatasetSource>],
     store: &dyn EdgeStore,
     floor: Option<&Manifest>,
+    named: Option<&[String]>,
 ) -> Result<DatasetPlan, PublishError> {
-    let mut datasets = Vec::new();
-    for source in sources {
-        datasets.extend(source.build(db).await?);
-    }
-    datasets.sort_by(|a, b| a.name.cmp(&b.name));
-
     let current = match store.get(MANIFEST_KEY).await? {
         Some(bytes) => {
             Manifest::decode(&bytes).map_err(|source| PublishError::Manifest { store: store.describe(), source })?
         }
         None => Manifest::default(),
     };
+    let mut datasets = Vec::new();
+    // Live datasets of costly sources that this publish does not rebuild: kept as they are.
+    let mut kept = Vec::new();
+    for source in sources {
+        match (source.dataset_prefix(), named) {
+            (Some(prefix), Some(named)) => {
+                let mine: Vec<String> = named.iter().filter(|name| name.starts_with(prefix)).cloned().collect();
+                kept.extend(
+                    current.datasets.iter().filter(|d| d.name.starts_with(prefix) && !mine.contains(&d.name)).cloned(),
+                );
+                if !mine.is_empty() {
+                    datasets.extend(source.build_named(db, &mine).await?);
+                }
+            }
+            _ => datasets.extend(source.build(db).await?),
+        }
+    }
+    datasets.sort_by(|a, b| a.name.cmp(&b.name));
+
     // Only what the store holds counts as published; the floor only numbers above itself.
     let floor = floor.filter(|floor| floor.snapshot > current.snapshot);
     let mut next = Manifest { snapshot: current.snapshot.max(floor.map_or(0, |f| f.snapshot)), datasets: Vec::new() };
+    for live in &kept {
+        next.set(&live.name, live.version, &live.hash);
+    }
     let mut changed = Vec::new();
     for dataset in datasets {
         let hash = dataset.hash();

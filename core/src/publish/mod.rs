@@ -60,6 +60,21 @@ pub trait DatasetSource: Send + Sync + std::fmt::Debug {
     /// Every dataset this source publishes, built from the database as it is now.
     async fn build(&self, db: &Database) -> Result<Vec<DatasetContent>, sqlx::Error>;
 
+    /// For sources whose datasets are costly to build (an autocomplete index): the prefix
+    /// of their dataset names. A publish caused by the outbox then builds only those of
+    /// them the outbox names ([`DatasetSource::build_named`]) and leaves the rest as they
+    /// are live; a full publish still builds them all.
+    fn dataset_prefix(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The datasets among `names` (all under the prefix) as they should be; a name
+    /// without one (a deleted index) is left out and so removed from the edge.
+    async fn build_named(&self, db: &Database, names: &[String]) -> Result<Vec<DatasetContent>, sqlx::Error> {
+        let all = self.build(db).await?;
+        Ok(all.into_iter().filter(|dataset| names.contains(&dataset.name)).collect())
+    }
+
     /// For sources of individually keyed records: the key prefix they own, wholly (no
     /// dataset lives under it). Outbox rows under it name one changed key each.
     fn keyed_prefix(&self) -> Option<&'static str> {
@@ -222,7 +237,7 @@ impl Publisher {
                 let mut report = if datasets.is_empty() {
                     Report::default()
                 } else {
-                    full::publish_datasets(&self.db, &self.sources, store.as_ref(), &()).await?
+                    full::publish_datasets(&self.db, &self.sources, store.as_ref(), &(), &datasets).await?
                 };
                 report.keys_written += publish_keys(&self.db, &self.sources, store.as_ref(), &keys).await?;
                 report

@@ -71,14 +71,26 @@ pub(crate) async fn load<H: Host, T: Default>(
     part: &str,
     parse: fn(&[u8]) -> T,
 ) -> Arc<T> {
+    load_versioned(host, cache, dataset, part, parse).await.0
+}
+
+/// [`load`], with the live version of the dataset (`None` when none is published), for
+/// datasets whose other parts are read one at a time (an autocomplete index's shards).
+pub(crate) async fn load_versioned<H: Host, T: Default>(
+    host: &H,
+    cache: &'static std::thread::LocalKey<RefCell<Vec<Loaded<T>>>>,
+    dataset: &str,
+    part: &str,
+    parse: fn(&[u8]) -> T,
+) -> (Arc<T>, Option<u64>) {
     let now = host.now_millis();
     let fresh = cache.with_borrow(|kept| {
         kept.iter()
             .find(|l| l.dataset == dataset && now.saturating_sub(l.checked_at_ms) < RECHECK_MS)
-            .map(|l| l.value.clone())
+            .map(|l| (l.value.clone(), l.version.as_ref().map(|v| v.0)))
     });
-    if let Some(value) = fresh {
-        return value;
+    if let Some(found) = fresh {
+        return found;
     }
     let version = match host.kv_get(MANIFEST_KEY).await {
         Ok(Some(bytes)) => {
@@ -104,7 +116,8 @@ pub(crate) async fn load<H: Host, T: Default>(
         if kept.len() >= KEPT {
             kept.remove(0);
         }
+        let number = version.as_ref().map(|v| v.0);
         kept.push(Loaded { dataset: dataset.to_owned(), version, checked_at_ms: now, value: value.clone() });
-    });
-    value
+        (value, number)
+    })
 }

@@ -61,6 +61,8 @@ pub struct Settings {
     pub trending: bool,
     /// Rank added per (decayed) query when trending is mixed in.
     pub trending_weight: u32,
+    /// Hours after which a query counts half as much for trending.
+    pub trending_half_life_hours: u32,
 }
 
 impl Default for Settings {
@@ -72,6 +74,7 @@ impl Default for Settings {
             default_limit: 5,
             trending: true,
             trending_weight: 1,
+            trending_half_life_hours: 24,
         }
     }
 }
@@ -89,7 +92,8 @@ impl Settings {
             "typos": {"one_from": self.one_typo_from, "two_from": self.two_typos_from},
             "min_prefix": self.min_prefix,
             "default_limit": self.default_limit,
-            "trending": {"enabled": self.trending, "weight": self.trending_weight},
+            "trending": {"enabled": self.trending, "weight": self.trending_weight,
+                "half_life_hours": self.trending_half_life_hours},
         })
     }
 
@@ -126,6 +130,9 @@ impl Settings {
         if let Some(n) = number("/trending/weight", 0, 1_000_000_000) {
             settings.trending_weight = n as u32;
         }
+        if let Some(n) = number("/trending/half_life_hours", 1, 8_760) {
+            settings.trending_half_life_hours = n as u32;
+        }
         match value.pointer("/trending/enabled") {
             None => {}
             Some(Value::Bool(b)) => settings.trending = *b,
@@ -136,7 +143,9 @@ impl Settings {
                 errors.push(Invalid { field: format!("/{key}"), message: "is not a setting".into() });
             }
         }
-        for (section, known) in [("typos", &["one_from", "two_from"][..]), ("trending", &["enabled", "weight"][..])] {
+        for (section, known) in
+            [("typos", &["one_from", "two_from"][..]), ("trending", &["enabled", "weight", "half_life_hours"][..])]
+        {
             match object.get(section) {
                 None => {}
                 Some(Value::Object(members)) => {
