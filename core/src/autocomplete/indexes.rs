@@ -69,8 +69,12 @@ pub(crate) struct NewIndex {
     name: String,
     /// Members left out take their defaults.
     #[schema(value_type = Object)]
-    #[serde(default)]
-    settings: Option<Value>,
+    #[serde(default = "no_settings")]
+    settings: Value,
+}
+
+fn no_settings() -> Value {
+    Value::Object(serde_json::Map::new())
 }
 
 /// Create an index.
@@ -93,10 +97,7 @@ pub(crate) async fn create_index(
 ) -> Result<(StatusCode, Json<IndexView>), ApiError> {
     check_name(&project, "project")?;
     check_name(&new.name, "/name")?;
-    let settings = match &new.settings {
-        Some(value) => Settings::from_value(value).map_err(settings_error)?,
-        None => Settings::default(),
-    };
+    let settings = Settings::from_value(&new.settings).map_err(settings_error)?;
     let now = now_millis().0;
     let index =
         Index { id: crate::ids::new_id("aci"), project, name: new.name, settings, created_at: now, updated_at: now };

