@@ -173,6 +173,7 @@ async fn session_tokens(
         issued_at_ms: 1_700_000_000_000,
         expires_at_ms: 1_700_000_600_000,
         email_verified: false,
+        locale: None,
     };
     let sign = |key: &[u8; 32], kid: &str, claims: &Claims| {
         paseto::sign(key, claims.to_json().as_bytes(), footer(kid).as_bytes(), b"")

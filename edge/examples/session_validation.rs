@@ -88,6 +88,7 @@ fn main() {
             issued_at_ms: NOW_MS as i64 - 1000,
             expires_at_ms: NOW_MS as i64 + 600_000,
             email_verified: true,
+            locale: None,
         };
         paseto::sign(&secret, claims.to_json().as_bytes(), footer(&kid).as_bytes(), b"")
     };

@@ -4,8 +4,11 @@
 //! quarter second, as every dataset is); the one or two shards a query needs are read on
 //! first use and kept per instance, so a warm instance answers from memory. Each query is
 //! reported to the core after the response (`autocomplete.query`), feeding trending and
-//! the no-results report. Answers are the same for everyone, so they are cacheable
-//! (`public`, with the index version as the ETag) and open to any origin (CORS).
+//! the no-results report. Without a session, answers are the same for everyone, so they
+//! are cacheable (`public`, with the index version as the ETag) and open to any origin
+//! (CORS). A valid session of the index's project (`X-Verge-Session` or the cookie) whose
+//! token names a `locale` personalises them: terms in that language come first within
+//! each tier (`search_preferring`), and the answer is `private`.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -30,6 +33,8 @@ const KIND: &str = "autocomplete.query";
 const SHARDS_KEPT: usize = 24;
 /// How long browsers and CDN caches may reuse an answer.
 const CACHE_CONTROL: &str = "public, max-age=30";
+/// The same for an answer given to a session: the browser's cache only.
+const PRIVATE_CACHE_CONTROL: &str = "private, max-age=30";
 
 thread_local! {
     static DIRECTORIES: RefCell<Vec<Loaded<Option<Directory>>>> = const { RefCell::new(Vec::new()) };
@@ -71,7 +76,7 @@ pub(crate) async fn serve<H: Host>(host: &H, request: &Request<Body>, events: &m
             let preflight = Response::builder()
                 .status(StatusCode::NO_CONTENT)
                 .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")
-                .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "if-none-match")
+                .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "if-none-match, x-verge-session")
                 .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
                 .body(Vec::new())
                 .expect("a valid response");
@@ -121,7 +126,12 @@ async fn answer<H: Host>(
             None => return bad_request("invalid_limit", &format!("`limit` must be an integer from 1 to {MAX_LIMIT}")),
         },
     };
-    let etag = format!("\"ac-{version}\"");
+    let claims = crate::sessions::of_request(host, request).await.filter(|claims| claims.project == project);
+    let locale = claims.as_ref().and_then(|claims| claims.locale.as_deref()).map(primary_language);
+    let etag = match &locale {
+        Some(language) => format!("\"ac-{version}-{language}\""),
+        None => format!("\"ac-{version}\""),
+    };
     let unchanged = request
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -139,7 +149,11 @@ async fn answer<H: Host>(
         }
     }
     let refs: Vec<&Shard> = shards.iter().map(Arc::as_ref).collect();
-    let suggestions = match shared::search(&refs, &directory.settings, &folded, limit) {
+    let searched = match &locale {
+        Some(language) => shared::search_preferring(&refs, &directory.settings, &folded, limit, language),
+        None => shared::search(&refs, &directory.settings, &folded, limit),
+    };
+    let suggestions = match searched {
         Ok(found) => found,
         Err(err) => {
             return with_cors(problem::response(
@@ -149,10 +163,12 @@ async fn answer<H: Host>(
             ));
         }
     };
+    // Folding may lengthen text (`ﬁ` is two letters); the core takes up to 200 characters.
+    let reported = folded.char_indices().nth(MAX_QUERY_CHARS).map_or(folded.as_str(), |(cut, _)| &folded[..cut]);
     events.push_flagged(
         host,
         KIND,
-        &[("project", project), ("index", index), ("query", &folded)],
+        &[("project", project), ("index", index), ("query", reported)],
         &[("empty", suggestions.is_empty())],
     );
     let mut response = if unchanged {
@@ -165,7 +181,9 @@ async fn answer<H: Host>(
         response
     };
     let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+    let cache_control = if claims.is_some() { PRIVATE_CACHE_CONTROL } else { CACHE_CONTROL };
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    headers.insert(header::VARY, HeaderValue::from_static("Cookie, X-Verge-Session"));
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
@@ -173,6 +191,11 @@ async fn answer<H: Host>(
         response.body_mut().clear();
     }
     response
+}
+
+/// `pt` of `pt-BR`, lower case.
+fn primary_language(tag: &str) -> String {
+    tag.split('-').next().unwrap_or_default().to_ascii_lowercase()
 }
 
 /// The shard under `key`, from this instance's cache or KV.
@@ -231,4 +254,94 @@ fn render(index: &str, query: &str, suggestions: &[Suggestion]) -> String {
     }
     out.push_str("]}");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use verge_shared::autocomplete::{BuildTerm, Curation, Settings};
+    use verge_shared::kv::{MANIFEST_KEY, Manifest};
+
+    use super::*;
+    use crate::router::tests::{FakeHost, text};
+
+    fn host() -> FakeHost {
+        let terms: Vec<BuildTerm> = [("Zürich", 421_878), ("Zug", 30_934), ("Fischingen", 2_800)]
+            .into_iter()
+            .map(|(text, rank)| BuildTerm { text: text.into(), rank, ..BuildTerm::default() })
+            .collect();
+        let dataset = shared::dataset("demo", "towns");
+        let mut kv = HashMap::new();
+        for (part, bytes) in shared::build(&terms, &Curation::default(), &Settings::default(), shared::SHARD_BUDGET) {
+            kv.insert(versioned_key(&dataset, 3, &part), bytes);
+        }
+        let mut manifest = Manifest { snapshot: 1, datasets: Vec::new() };
+        manifest.set(&dataset, 3, "h");
+        kv.insert(MANIFEST_KEY.to_owned(), manifest.encode());
+        FakeHost { kv, ..FakeHost::default() }
+    }
+
+    fn ask(host: &FakeHost, uri: &str, headers: &[(&str, &str)]) -> Response<Body> {
+        let mut request = Request::builder().uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        futures_executor::block_on(crate::router::handle(host, request.body(Vec::new()).unwrap()))
+    }
+
+    #[test]
+    fn answers_with_cors_caching_and_a_reported_query() {
+        let host = host();
+        let response = ask(&host, "/autocomplete/v1/demo/towns?q=zuirch", &[]);
+        assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+        assert_eq!(
+            text(&response),
+            r#"{"index":"towns","query":"zuirch","suggestions":[{"text":"Zürich","highlight":{"start":0,"end":6},"typos":1,"pinned":false,"trending":false}]}"#
+        );
+        assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(response.headers()[header::ETAG], "\"ac-3\"");
+        let unchanged = ask(&host, "/autocomplete/v1/demo/towns?q=zu", &[("if-none-match", "W/\"ac-3\"")]);
+        assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+        assert!(unchanged.body().is_empty());
+        let sent = String::from_utf8(host.sent.borrow()[0].clone()).unwrap();
+        assert!(sent.contains(r#""kind":"autocomplete.query""#), "{sent}");
+        assert!(sent.contains(r#""data":{"project":"demo","index":"towns","query":"zuirch","empty":false}"#), "{sent}");
+    }
+
+    #[test]
+    fn a_query_that_folds_longer_is_reported_at_the_core_s_length() {
+        let host = host();
+        let ligatures = "ﬁ".repeat(150);
+        let response = ask(&host, &format!("/autocomplete/v1/demo/towns?q={}", "%EF%AC%81".repeat(150)), &[]);
+        assert_eq!(response.status(), StatusCode::OK, "{}", text(&response));
+        assert_eq!(ligatures.chars().count(), 150);
+        let sent: serde_json::Value = serde_json::from_slice(&host.sent.borrow()[0]).unwrap();
+        let query = sent["events"][0]["data"]["query"].as_str().unwrap();
+        assert_eq!(query.chars().count(), MAX_QUERY_CHARS);
+        assert!(query.starts_with("fifi"));
+    }
+
+    #[test]
+    fn bad_queries_and_unknown_indexes_are_problems_with_cors() {
+        let host = host();
+        for (uri, status, code) in [
+            ("/autocomplete/v1/demo/towns", 400, "missing_query"),
+            ("/autocomplete/v1/demo/towns?q=%20-", 400, "empty_query"),
+            ("/autocomplete/v1/demo/towns?q=%E0%A4", 400, "invalid_query"),
+            ("/autocomplete/v1/demo/towns?q=zu&limit=x", 400, "invalid_limit"),
+            ("/autocomplete/v1/demo/other?q=zu", 404, "index_not_found"),
+            ("/autocomplete/v1/Demo/towns?q=zu", 404, "route_not_found"),
+        ] {
+            let response = ask(&host, uri, &[]);
+            assert_eq!(response.status().as_u16(), status, "{uri}: {}", text(&response));
+            assert!(text(&response).contains(&format!("\"code\":\"{code}\"")), "{uri}: {}", text(&response));
+        }
+        let post = futures_executor::block_on(crate::router::handle(
+            &host,
+            Request::builder().method(Method::POST).uri("/autocomplete/v1/demo/towns?q=zu").body(Vec::new()).unwrap(),
+        ));
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(host.sent.borrow().is_empty(), "refused queries are not reported");
+    }
 }

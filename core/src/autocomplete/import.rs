@@ -112,6 +112,17 @@ fn format_of(params: &ImportParams, headers: &HeaderMap) -> Result<Format, ApiEr
     }
 }
 
+/// A line refused for `errors`: the first names the field; with several, the message
+/// names each (`strip` is taken off the pointers: CSV names columns, not pointers).
+fn rejected(line: u64, errors: &[FieldError], strip: &str) -> Rejected {
+    let field = |e: &FieldError| e.field.strip_prefix(strip).unwrap_or(&e.field).to_owned();
+    let message = match errors {
+        [only] => only.message.clone(),
+        _ => errors.iter().map(|e| format!("{} {}", field(e), e.message)).collect::<Vec<_>>().join("; "),
+    };
+    Rejected { line, field: errors.first().map(field).unwrap_or_default(), message }
+}
+
 /// Reads the body on this (blocking) thread, sending each line's outcome.
 fn parse(reader: impl std::io::Read, format: Format, out: &mpsc::Sender<Parsed>, limit: u64) {
     use std::io::BufRead;
@@ -144,16 +155,7 @@ fn parse(reader: impl std::io::Read, format: Format, out: &mpsc::Sender<Parsed>,
                 let parsed = match serde_json::from_str::<Value>(text) {
                     Ok(value) => match TermInput::from_value(&value) {
                         Ok(term) => Parsed::Term(term),
-                        Err(errors) => {
-                            let first = &errors[0];
-                            let message =
-                                errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>();
-                            Parsed::Rejected(Rejected {
-                                line: number,
-                                field: first.field.clone(),
-                                message: message.join("; "),
-                            })
-                        }
+                        Err(errors) => Parsed::Rejected(rejected(number, &errors, "")),
                     },
                     Err(err) => Parsed::Rejected(Rejected {
                         line: number,
@@ -240,11 +242,7 @@ fn parse_csv(reader: impl std::io::Read, out: &mpsc::Sender<Parsed>, limit: u64)
             Some(rejected) => Parsed::Rejected(rejected),
             None => match TermInput::from_value(&Value::Object(object)) {
                 Ok(term) => Parsed::Term(term),
-                Err(errors) => {
-                    let message = errors.iter().map(|e| format!("{} {}", e.field.trim_start_matches('/'), e.message));
-                    let field = errors[0].field.trim_start_matches('/').to_owned();
-                    Parsed::Rejected(Rejected { line, field, message: message.collect::<Vec<_>>().join("; ") })
-                }
+                Err(errors) => Parsed::Rejected(rejected(line, &errors, "/")),
             },
         };
         if !send(parsed) {

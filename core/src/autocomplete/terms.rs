@@ -85,15 +85,6 @@ pub(crate) struct TermInput {
     pub(crate) language: Option<String>,
 }
 
-fn is_language_tag(tag: &str) -> bool {
-    let mut parts = tag.split('-');
-    let first = parts.next().unwrap_or_default();
-    tag.len() <= 35
-        && (2..=3).contains(&first.len())
-        && first.bytes().all(|b| b.is_ascii_alphabetic())
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
-}
-
 impl TermInput {
     /// Reads a term from JSON, naming every bad member (as a JSON pointer).
     pub(crate) fn from_value(value: &Value) -> Result<TermInput, Vec<FieldError>> {
@@ -162,7 +153,7 @@ impl TermInput {
         };
         let language = match object.get("language") {
             None | Some(Value::Null) => None,
-            Some(Value::String(tag)) if is_language_tag(tag) => Some(tag.clone()),
+            Some(Value::String(tag)) if verge_shared::sessions::is_language_tag(tag) => Some(tag.clone()),
             Some(_) => {
                 fail("/language", "must be a BCP 47 language tag such as `fr` or `pt-BR`");
                 None

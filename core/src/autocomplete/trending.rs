@@ -48,7 +48,7 @@ pub(crate) fn check(index: usize, data: &Map<String, Value>) -> Vec<FieldError> 
     }
     let query = data.get("query").and_then(Value::as_str).unwrap_or_default();
     if query.is_empty() || query.chars().count() > verge_shared::autocomplete::MAX_QUERY_CHARS {
-        fail("query", "must be 1 to 200 characters");
+        fail("query", "must be 1 to 200 characters (edges report the folded query cut to that)");
     }
     if data.get("empty").is_some_and(|v| !v.is_boolean()) {
         fail("empty", "must be a boolean");

@@ -121,6 +121,12 @@ fn access_token(
         issued_at_ms: now,
         expires_at_ms: now + settings.access_ttl_ms(),
         email_verified: customer.email_verified,
+        locale: customer
+            .metadata
+            .get("locale")
+            .and_then(serde_json::Value::as_str)
+            .filter(|tag| verge_shared::sessions::is_language_tag(tag))
+            .map(str::to_owned),
     };
     (key.sign(&claims.to_json()), Millis(claims.expires_at_ms))
 }

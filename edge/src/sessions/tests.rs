@@ -41,6 +41,7 @@ fn claims() -> Claims {
         issued_at_ms: NOW - 1000,
         expires_at_ms: NOW + 600_000,
         email_verified: true,
+        locale: None,
     }
 }
 

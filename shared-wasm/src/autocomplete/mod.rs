@@ -19,7 +19,7 @@ mod shard;
 mod tests;
 
 pub use build::{BuildTerm, Curation, blocked_by, build, fold_pattern};
-pub use search::{Highlight, Suggestion, search, shards_for};
+pub use search::{Highlight, Suggestion, search, search_preferring, shards_for};
 pub use shard::{Shard, ShardError};
 
 use serde_json::{Value, json};

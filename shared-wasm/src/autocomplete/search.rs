@@ -79,29 +79,35 @@ struct Walk<'a> {
     budget: u8,
     shard: usize,
     roots: &'a mut Vec<Root>,
-    /// One row per character of the path so far; `rows[0]` is `0..=len`.
-    rows: Vec<Vec<u8>>,
+    /// One row of `query.len() + 1` distances per character of the path so far, end to
+    /// end in one buffer (the walk visits thousands of nodes; a row each would allocate).
+    rows: Vec<u8>,
     path: Vec<char>,
 }
 
 impl Walk<'_> {
-    fn visit(&mut self, node: Node<'_>, acc: u64, pending: &mut Vec<u8>, best: u8) {
+    fn width(&self) -> usize {
+        self.query.len() + 1
+    }
+
+    /// Follows every transition of `node`; `pending` holds the bytes of a character not
+    /// yet whole.
+    fn visit(&mut self, node: Node<'_>, acc: u64, pending: ([u8; 4], usize), best: u8) {
         for transition in node.transitions() {
-            pending.push(transition.inp);
+            let (mut bytes, len) = pending;
+            bytes[len] = transition.inp;
+            let len = len + 1;
             let acc = acc + transition.out.value();
             let child = self.fst.node(transition.addr);
-            match std::str::from_utf8(pending) {
+            match std::str::from_utf8(&bytes[..len]) {
                 Ok(text) => {
                     let c = text.chars().next().expect("one character");
-                    let saved = std::mem::take(pending);
                     self.step(child, acc, c, best);
-                    *pending = saved;
                 }
                 // Mid-character: keep the bytes until the character is whole.
-                Err(err) if err.error_len().is_none() => self.visit(child, acc, pending, best),
+                Err(err) if err.error_len().is_none() && len < 4 => self.visit(child, acc, (bytes, len), best),
                 Err(_) => {}
             }
-            pending.pop();
         }
     }
 
@@ -110,35 +116,40 @@ impl Walk<'_> {
         if depth == 1 && self.query.first() != Some(&c) {
             return; // The first character is never a typo.
         }
-        let previous = &self.rows[depth - 1];
-        let mut row = Vec::with_capacity(self.query.len() + 1);
-        row.push(depth.min(255) as u8);
+        let width = self.width();
+        let previous = (depth - 1) * width;
+        self.rows.resize(previous + 2 * width, 0);
+        let (before, row) = self.rows.split_at_mut(previous + width);
+        let last = &before[previous..];
+        row[0] = depth.min(254) as u8;
+        let mut smallest = row[0];
         for (i, &q) in self.query.iter().enumerate() {
             let i = i + 1;
-            let substitute = previous[i - 1] + u8::from(q != c);
-            let mut cost = substitute.min(previous[i] + 1).min(row[i - 1] + 1);
+            let substitute = last[i - 1] + u8::from(q != c);
+            let mut cost = substitute.min(last[i] + 1).min(row[i - 1] + 1);
             if i > 1 && depth > 1 && q == self.path[depth - 2] && self.query[i - 2] == c {
-                cost = cost.min(self.rows[depth - 2][i - 2] + 1);
+                cost = cost.min(before[previous - width + i - 2] + 1);
             }
-            row.push(cost.min(254));
+            row[i] = cost.min(254);
+            smallest = smallest.min(row[i]);
         }
-        if row.iter().copied().min().unwrap_or(u8::MAX) > self.budget {
+        let distance = row[width - 1];
+        if smallest > self.budget {
+            self.rows.truncate(previous + width);
             return;
         }
-        let distance = row[self.query.len()];
         let mut best = best;
         if distance <= self.budget && distance < best {
             self.roots.push(Root { shard: self.shard, addr: node.addr(), acc, typos: distance, matched: depth as u32 });
             best = distance;
         }
-        if best == 0 {
-            return; // Nothing below can match better than exactly.
+        if best != 0 {
+            // Anything below can only match as well as exactly if `best` is not 0 yet.
+            self.path.push(c);
+            self.visit(node, acc, ([0; 4], 0), best);
+            self.path.pop();
         }
-        self.rows.push(row);
-        self.path.push(c);
-        self.visit(node, acc, &mut Vec::new(), best);
-        self.path.pop();
-        self.rows.pop();
+        self.rows.truncate(previous + width);
     }
 }
 
@@ -158,9 +169,9 @@ fn roots(fst: &Fst<Vec<u8>>, query: &str, budget: u8, shard: usize, out: &mut Ve
         return;
     }
     let query: Vec<char> = query.chars().collect();
-    let first_row: Vec<u8> = (0..=query.len()).map(|n| n.min(254) as u8).collect();
-    let mut walk = Walk { fst, query: &query, budget, shard, roots: out, rows: vec![first_row], path: Vec::new() };
-    walk.visit(fst.root(), 0, &mut Vec::new(), u8::MAX);
+    let rows: Vec<u8> = (0..=query.len()).map(|n| n.min(254) as u8).collect();
+    let mut walk = Walk { fst, query: &query, budget, shard, roots: out, rows, path: Vec::new() };
+    walk.visit(fst.root(), 0, ([0; 4], 0), u8::MAX);
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -182,6 +193,48 @@ pub fn search(
     folded_query: &str,
     limit: usize,
 ) -> Result<Vec<Suggestion>, ShardError> {
+    search_where(shards, settings, folded_query, limit, &|_| true, usize::MAX)
+}
+
+/// Heap items a preferring search may pop looking for terms in its language, so a
+/// language few terms have cannot make a query walk a whole shard.
+const PREFERRING_POPS: usize = 20_000;
+
+/// [`search`], with the terms in `language` (a primary subtag, `de`) first within the
+/// pins and within each typo tier, however far down the ranking they are.
+pub fn search_preferring(
+    shards: &[&Shard],
+    settings: &Settings,
+    folded_query: &str,
+    limit: usize,
+    language: &str,
+) -> Result<Vec<Suggestion>, ShardError> {
+    let speaks = |l: &str| l.split('-').next().is_some_and(|primary| primary.eq_ignore_ascii_case(language));
+    let mut found = search_where(shards, settings, folded_query, limit, &|l| speaks(l), PREFERRING_POPS)?;
+    let mut seen: HashSet<(String, Option<String>)> =
+        found.iter().map(|s| (s.text.clone(), s.payload.clone())).collect();
+    for other in search(shards, settings, folded_query, limit)? {
+        if seen.insert((other.text.clone(), other.payload.clone())) {
+            found.push(other);
+        }
+    }
+    let prefers = |s: &Suggestion| s.language.as_deref().is_some_and(speaks);
+    found.sort_by_key(|s| (!s.pinned, s.typos, !prefers(s)));
+    found.truncate(limit);
+    Ok(found)
+}
+
+/// [`search`] over the terms whose language `keep` accepts, popping at most `max_pops`
+/// heap items.
+fn search_where(
+    shards: &[&Shard],
+    settings: &Settings,
+    folded_query: &str,
+    limit: usize,
+    keep: &dyn Fn(&str) -> bool,
+    max_pops: usize,
+) -> Result<Vec<Suggestion>, ShardError> {
+    let mut pops = 0;
     let mut out: Vec<Suggestion> = Vec::with_capacity(limit);
     let mut seen: HashSet<(String, Option<String>)> = HashSet::new();
     if folded_query.chars().count() < usize::from(settings.min_prefix) || limit == 0 {
@@ -191,7 +244,7 @@ pub fn search(
     for shard in shards {
         for (_, pinned) in shard.pins.iter().filter(|(query, _)| query == folded_query) {
             for &term in pinned {
-                if out.len() < limit {
+                if out.len() < limit && keep(shard.term(term)?.language) {
                     let starts_with_query = fold_words(shard.term(term)?.text).text.starts_with(folded_query);
                     let highlight = Some(0).filter(|_| starts_with_query);
                     push(&mut out, &mut seen, shard, term, highlight, query_chars, 0, true)?;
@@ -215,8 +268,9 @@ pub fn search(
             let item = Item::Node { shard: root.shard, addr: root.addr, acc: root.acc, root: root_index };
             enqueue(&mut heap, rank_of(root.acc), item);
         }
-        while out.len() < limit {
+        while out.len() < limit && pops < max_pops {
             let Some((_, _, item)) = heap.pop() else { break };
+            pops += 1;
             match item {
                 Item::Node { shard, addr, acc, root } => {
                     let node = shards[shard].fst.node(addr);
@@ -236,6 +290,9 @@ pub fn search(
                     }
                 }
                 Item::Term { shard, term, start, root } => {
+                    if !keep(shards[shard].term(term)?.language) {
+                        continue;
+                    }
                     let highlight = Some(start).filter(|s| *s != NO_START);
                     let matched = found[root].matched;
                     push(&mut out, &mut seen, shards[shard], term, highlight, matched, tier, false)?;

@@ -176,3 +176,21 @@ proptest::proptest! {
         proptest::prop_assert_eq!(ranks, wanted);
     }
 }
+
+#[test]
+fn a_preferred_language_comes_first_within_each_tier_however_far_down() {
+    let mut terms: Vec<BuildTerm> = (0..500).map(|n| term(&format!("Mun{n:03}"), 1_000 + n)).collect();
+    terms.push(BuildTerm { text: "München".into(), rank: 1, language: Some("de".into()), ..BuildTerm::default() });
+    terms.push(BuildTerm { text: "Munich".into(), rank: 5_000, language: Some("en".into()), ..BuildTerm::default() });
+    let parts = build(&terms, &Curation::default(), &Settings::default(), SHARD_BUDGET);
+    let directory = Directory::decode(&parts[0].1).unwrap();
+    let shards: Vec<Shard> = parts[1..].iter().map(|(_, b)| Shard::decode(b).unwrap()).collect();
+    let refs: Vec<&Shard> = shards.iter().collect();
+    let texts = |found: Vec<Suggestion>| found.into_iter().map(|s| s.text).collect::<Vec<_>>();
+    assert_eq!(texts(search(&refs, &directory.settings, "mun", 2).unwrap()), ["Munich", "Mun499"]);
+    assert_eq!(texts(search_preferring(&refs, &directory.settings, "mun", 2, "de").unwrap()), ["München", "Munich"]);
+    // A typo tier stays below the exact one, whatever the language.
+    let fuzzy = search_preferring(&refs, &directory.settings, "munchen", 3, "de").unwrap();
+    assert_eq!(fuzzy[0].text, "München");
+    assert_eq!(texts(search_preferring(&refs, &directory.settings, "mun", 2, "fr").unwrap()), ["Munich", "Mun499"]);
+}

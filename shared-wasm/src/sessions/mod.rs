@@ -77,15 +77,28 @@ pub struct Claims {
     pub expires_at_ms: i64,
     /// Whether the customer's email was verified when the token was issued.
     pub email_verified: bool,
+    /// The customer's language (a BCP 47 tag from their record's `metadata.locale`), for
+    /// edges to personalise answers (autocomplete prefers terms in it).
+    pub locale: Option<String>,
+}
+
+/// Whether `tag` looks like a BCP 47 language tag (`fr`, `pt-BR`): what a `locale` claim may be.
+pub fn is_language_tag(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let first = parts.next().unwrap_or_default();
+    tag.len() <= 35
+        && (2..=3).contains(&first.len())
+        && first.bytes().all(|b| b.is_ascii_alphabetic())
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 impl Claims {
     /// The token's message: PASETO's registered claims (`iss`, `sub`, `iat`, `nbf`, `exp`
     /// as RFC 3339; `iat` keeps milliseconds, which revocation compares) and Verge's
-    /// (`sid`, `project`, `email_verified`).
+    /// (`sid`, `project`, `email_verified`, and `locale` when known).
     pub fn to_json(&self) -> String {
         let at = |ms: i64| rfc3339_millis(ms.max(0) as u64);
-        json!({
+        let mut claims = json!({
             "iss": ISSUER,
             "sub": self.subject,
             "sid": self.session_id,
@@ -96,8 +109,11 @@ impl Claims {
             "nbf": at(self.issued_at_ms.div_euclid(1000) * 1000),
             "exp": at(self.expires_at_ms),
             "email_verified": self.email_verified,
-        })
-        .to_string()
+        });
+        if let Some(locale) = &self.locale {
+            claims["locale"] = locale.as_str().into();
+        }
+        claims.to_string()
     }
 
     fn parse(message: &[u8]) -> Option<Claims> {
@@ -114,6 +130,7 @@ impl Claims {
             issued_at_ms: parse_rfc3339_millis(text("iat")?)?,
             expires_at_ms: parse_rfc3339_millis(text("exp")?)?,
             email_verified: value.get("email_verified").and_then(Value::as_bool).unwrap_or(false),
+            locale: text("locale").filter(|tag| is_language_tag(tag)).map(str::to_owned),
         };
         (nbf == claims.issued_at_ms.div_euclid(1000) * 1000).then_some(claims)
     }
@@ -126,6 +143,9 @@ impl Claims {
         context.insert("sessionId".into(), self.session_id.clone().into());
         context.insert("project".into(), self.project.clone().into());
         context.insert("emailVerified".into(), self.email_verified.into());
+        if let Some(locale) = &self.locale {
+            context.insert("locale".into(), locale.clone().into());
+        }
         context
     }
 }

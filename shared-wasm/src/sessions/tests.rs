@@ -16,6 +16,7 @@ fn claims(issued_at_ms: i64) -> Claims {
         issued_at_ms,
         expires_at_ms: issued_at_ms + 15 * 60_000,
         email_verified: true,
+        locale: None,
     }
 }
 
