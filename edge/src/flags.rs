@@ -22,6 +22,7 @@ use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
 use crate::body::Body;
 use crate::events::Events;
 use crate::host::Host;
+use crate::request::cors;
 
 pub(crate) const PREFIX: &str = "/ofrep/v1/evaluate/flags";
 const CLIENT_KEY_PREFIX: &str = "flagkeys/";
@@ -323,16 +324,6 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<Body> {
         .header(header::CACHE_CONTROL, "no-store")
         .body(body)
         .expect("a valid response")
-}
-
-pub(crate) fn cors(mut response: Response<Body>) -> Response<Body> {
-    let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("ETag, RateLimit, RateLimit-Policy, Retry-After"),
-    );
-    response
 }
 
 fn preflight() -> Response<Body> {

@@ -1,6 +1,6 @@
 //! What every route reads of a request the same way, whichever platform delivered it.
 
-use http::{Request, header};
+use http::{HeaderValue, Request, Response, header};
 
 use crate::body::Body;
 
@@ -42,4 +42,16 @@ pub(crate) fn query_param(request: &Request<Body>, name: &str) -> Option<Result<
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         (key == name).then(|| form_decode(value).ok_or(()))
     })
+}
+
+/// A response any origin may read, with the headers browsers' scripts need exposed: the
+/// answer of an edge route browsers call directly (OFREP, autocomplete).
+pub(crate) fn cors(mut response: Response<Body>) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("ETag, RateLimit, RateLimit-Policy, Retry-After"),
+    );
+    response
 }

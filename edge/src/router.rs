@@ -41,7 +41,7 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
                 let api_key = crate::flags::client_token(request);
                 match crate::ratelimit::enforce(host, &Facts::of(host, request, "ofrep", api_key), events).await {
                     Ok(allowed) => Some(allowed),
-                    Err(refused) => return crate::flags::cors(refused),
+                    Err(refused) => return crate::request::cors(refused),
                 }
             } else {
                 None

@@ -12,6 +12,14 @@ use std::fmt;
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 const ENCODED_LEN: usize = 26;
 
+/// Whether `name` is a slug a caller may choose for a project or an index: 1–63 of
+/// `a-z`, `0-9`, `-`, `_`, starting with a letter or digit. Such names become edge KV keys.
+pub fn is_slug(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
 /// Builds an id from a type prefix, a Unix time in milliseconds and 10 random bytes.
 ///
 /// Times past the 48-bit range (year 10889) are clamped rather than wrapped, so order holds.

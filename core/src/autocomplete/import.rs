@@ -91,6 +91,8 @@ enum Parsed {
     Rejected(Rejected),
     /// The body could not be read (or was not UTF-8 / CSV at all): the import stops.
     Broken(String),
+    /// The body passed the import limit: the import stops.
+    TooLarge(u64),
 }
 
 fn format_of(params: &ImportParams, headers: &HeaderMap) -> Result<Format, ApiError> {
@@ -145,7 +147,7 @@ fn parse(reader: impl std::io::Read, format: Format, out: &mpsc::Sender<Parsed>,
                 }
                 number += 1;
                 if total > limit {
-                    send(Parsed::Broken(format!("the body exceeds the import limit of {limit} bytes")));
+                    send(Parsed::TooLarge(limit));
                     return;
                 }
                 let text = line.trim();
@@ -206,7 +208,7 @@ fn parse_csv(reader: impl std::io::Read, out: &mpsc::Sender<Parsed>, limit: u64)
         // The reader does not count the header's line in record positions.
         let line = record.position().map_or(0, |p| p.line() + 1);
         if record.position().is_some_and(|p| p.byte() > limit) {
-            send(Parsed::Broken(format!("the body exceeds the import limit of {limit} bytes")));
+            send(Parsed::TooLarge(limit));
             return;
         }
         if record.len() != columns.len() {
@@ -322,15 +324,19 @@ pub(crate) async fn import_terms(
                     report.errors.push(rejected);
                 }
             }
-            Parsed::Broken(reason) => broken = Some(reason),
+            Parsed::Broken(reason) => {
+                let detail = format!("{reason}; nothing was imported");
+                broken = Some(ApiError::new(StatusCode::BAD_REQUEST, "unreadable_import", detail));
+            }
+            Parsed::TooLarge(limit) => {
+                let detail = format!("the body exceeds the import limit of {limit} bytes; nothing was imported");
+                broken = Some(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", detail));
+            }
         }
     }
     parser.await.map_err(ApiError::internal)?;
-    if let Some(reason) = broken {
-        let status =
-            if reason.contains("import limit") { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "unreadable_import" };
-        return Err(ApiError::new(status, code, format!("{reason}; nothing was imported")));
+    if let Some(refusal) = broken {
+        return Err(refusal);
     }
     if report.rejected > 0 && on_error == OnError::Reject {
         let errors = report

@@ -10,7 +10,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use verge_shared::autocomplete::Settings;
 
-use super::{Index, IndexReaders, IndexWriters, check_name, find, settings_error};
+use super::{Index, IndexReaders, IndexWriters, find, settings_error};
 use crate::error::{ApiError, ApiJson, ApiQuery, Problem};
 use crate::keys::Authorized;
 use crate::pagination::{Cursor, Page, PageParams};
@@ -95,8 +95,8 @@ pub(crate) async fn create_index(
     Path(project): Path<String>,
     ApiJson(new): ApiJson<NewIndex>,
 ) -> Result<(StatusCode, Json<IndexView>), ApiError> {
-    check_name(&project, "project")?;
-    check_name(&new.name, "/name")?;
+    crate::ids::check_slug(&project, "project")?;
+    crate::ids::check_slug(&new.name, "/name")?;
     let settings = Settings::from_value(&new.settings).map_err(settings_error)?;
     let now = now_millis().0;
     let index =
@@ -153,7 +153,7 @@ pub(crate) async fn list_indexes(
     Path(project): Path<String>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<Page<IndexView>>, ApiError> {
-    check_name(&project, "project")?;
+    crate::ids::check_slug(&project, "project")?;
     let cursor = Cursor::for_text_keys(&params)?;
     let mut conn = state.db.pool().acquire().await?;
     let rows =

@@ -76,21 +76,6 @@ impl Index {
     }
 }
 
-/// Project and index names: 1–63 of `a-z`, `0-9`, `-`, `_`, starting with a letter or digit.
-pub(crate) fn check_name(value: &str, field: &str) -> Result<(), ApiError> {
-    let valid = (1..=63).contains(&value.len())
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && value.as_bytes()[0].is_ascii_alphanumeric();
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::validation(vec![FieldError {
-            field: field.into(),
-            message: "must be 1-63 of a-z, 0-9, `-` and `_`, starting with a letter or digit".into(),
-        }]))
-    }
-}
-
 pub(crate) fn settings_error(errors: Vec<shared::Invalid>) -> ApiError {
     ApiError::validation(
         errors.into_iter().map(|e| FieldError { field: format!("/settings{}", e.field), message: e.message }).collect(),
@@ -99,8 +84,8 @@ pub(crate) fn settings_error(errors: Vec<shared::Invalid>) -> ApiError {
 
 /// The index `name` of `project`, or a 404 saying which is missing.
 pub(crate) async fn find(conn: &mut sqlx::AnyConnection, project: &str, name: &str) -> Result<Index, ApiError> {
-    check_name(project, "project")?;
-    check_name(name, "index")?;
+    crate::ids::check_slug(project, "project")?;
+    crate::ids::check_slug(name, "index")?;
     let row = sqlx::query("SELECT * FROM autocomplete_indexes WHERE project = $1 AND name = $2")
         .bind(project)
         .bind(name)

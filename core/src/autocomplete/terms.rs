@@ -88,16 +88,17 @@ pub(crate) struct TermInput {
 impl TermInput {
     /// Reads a term from JSON, naming every bad member (as a JSON pointer).
     pub(crate) fn from_value(value: &Value) -> Result<TermInput, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let mut fail =
-            |field: &str, message: &str| errors.push(FieldError { field: field.into(), message: message.into() });
         let Some(object) = value.as_object() else {
-            fail("", "must be an object with at least `text`");
-            return Err(errors);
+            return Err(vec![FieldError {
+                field: String::new(),
+                message: "must be an object with at least `text`".into(),
+            }]);
         };
-        for key in object.keys().filter(|k| !["id", "text", "weight", "payload", "language"].contains(&k.as_str())) {
-            errors.push(FieldError { field: format!("/{key}"), message: "is not a member of a term".into() });
-        }
+        let mut errors: Vec<FieldError> = object
+            .keys()
+            .filter(|k| !["id", "text", "weight", "payload", "language"].contains(&k.as_str()))
+            .map(|key| FieldError { field: format!("/{key}"), message: "is not a member of a term".into() })
+            .collect();
         let mut fail =
             |field: &str, message: &str| errors.push(FieldError { field: field.into(), message: message.into() });
         let text = match object.get("text") {

@@ -42,7 +42,7 @@ pub(crate) fn check(index: usize, data: &Map<String, Value>) -> Vec<FieldError> 
         errors.push(FieldError { field: format!("/events/{index}/data/{field}"), message: message.into() });
     };
     for field in ["project", "index"] {
-        if data.get(field).and_then(Value::as_str).is_none_or(|name| super::check_name(name, field).is_err()) {
+        if data.get(field).and_then(Value::as_str).is_none_or(|name| crate::ids::check_slug(name, field).is_err()) {
             fail(field, "must be a project or index name");
         }
     }

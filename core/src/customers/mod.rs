@@ -91,17 +91,7 @@ impl Customer {
 
 /// Checks a project name: it appears in paths and in edge KV keys.
 pub(crate) fn check_project(project: &str) -> Result<(), ApiError> {
-    let valid = (1..=63).contains(&project.len())
-        && project.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && project.as_bytes()[0].is_ascii_alphanumeric();
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::validation(vec![FieldError {
-            field: "project".into(),
-            message: "must be 1-63 of a-z, 0-9, `-` and `_`, starting with a letter or digit".into(),
-        }]))
-    }
+    crate::ids::check_slug(project, "project")
 }
 
 /// Refuses what is not an email address, as a 422 on `field`.
