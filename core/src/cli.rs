@@ -270,6 +270,13 @@ async fn run_until(
         app.state.config.autocomplete_trending_interval(),
         stopped(stop_rx.clone()),
     ));
+    let clock = tokio::spawn(crate::catalog::clock::run(
+        app.state.db.clone(),
+        app.state.publisher.clone(),
+        app.state.config.catalog_clock_interval(),
+        app.state.config.low_stock_threshold,
+        stopped(stop_rx.clone()),
+    ));
     let mut server = std::pin::pin!(server::serve(listener, app.router, stopped(stop_rx), grace));
     let served = tokio::select! {
         served = &mut server => served,
@@ -285,6 +292,7 @@ async fn run_until(
     alerts.await?;
     sweeper.await?;
     trending.await?;
+    clock.await?;
     app.state.db.close().await;
     Ok(())
 }
@@ -553,7 +561,7 @@ async fn publish_snapshot(config: Config, target: Target, out: PathBuf) -> anyho
     );
     progress.0.set_prefix(out.display().to_string());
     progress.0.enable_steady_tick(std::time::Duration::from_millis(100));
-    let sources = crate::server::edge_sources();
+    let sources = crate::server::edge_sources(&config);
     let (report, wrote) = match target {
         Target::Local | Target::Spin => {
             let store = LocalEdgeStore::open(&out.join("kv.db")).await?;

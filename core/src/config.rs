@@ -41,6 +41,11 @@ pub struct Config {
     pub import_limit_bytes: usize,
     /// How often trending queries are republished into the indexes that received them.
     pub autocomplete_trending_interval_ms: u64,
+    /// How often the catalog clock runs: reservations past their expiry are released and
+    /// products whose price list starts or ends are republished.
+    pub catalog_clock_interval_ms: u64,
+    /// Units available at or below which the edge shows a variant as `low`.
+    pub low_stock_threshold: i64,
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub shutdown_grace_ms: u64,
     /// `text` for people, `json` for log collectors.
@@ -99,6 +104,8 @@ impl Default for Config {
             request_timeout_ms: 30_000,
             import_limit_bytes: 1024 * 1024 * 1024,
             autocomplete_trending_interval_ms: 300_000,
+            catalog_clock_interval_ms: 1_000,
+            low_stock_threshold: 5,
             shutdown_grace_ms: 10_000,
             log_format: LogFormat::Text,
             edge_store: None,
@@ -174,6 +181,9 @@ impl Config {
                 "ingest_events_per_minute must allow one full batch ({EVENT_BATCH_LIMIT} events)"
             )));
         }
+        if self.low_stock_threshold < 0 {
+            return invalid("low_stock_threshold must not be negative");
+        }
         if let Some(url) = &self.database_url
             && !url.expose_secret().starts_with("postgres")
         {
@@ -193,6 +203,10 @@ impl Config {
 
     pub fn autocomplete_trending_interval(&self) -> Duration {
         Duration::from_millis(self.autocomplete_trending_interval_ms.max(100))
+    }
+
+    pub fn catalog_clock_interval(&self) -> Duration {
+        Duration::from_millis(self.catalog_clock_interval_ms.max(50))
     }
 
     pub fn ratelimit_alert_interval(&self) -> Duration {

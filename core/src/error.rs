@@ -294,3 +294,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map_err(|rejection: QueryRejection| ApiError::bad_request("invalid_query", rejection.body_text()))
     }
 }
+
+/// For PATCH bodies: `Option<Option<T>>` that tells a member set to `null` (`Some(None)`)
+/// from one left out (`None`). Use with `#[serde(default, with = "…")]`.
+pub(crate) mod null_or_absent {
+    use serde::{Deserialize, Deserializer};
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}

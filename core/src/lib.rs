@@ -8,6 +8,7 @@
 pub mod audit;
 mod autocomplete;
 pub mod cache;
+mod catalog;
 pub mod cli;
 pub mod config;
 mod csv;
@@ -19,6 +20,7 @@ mod events;
 pub mod flags;
 mod health;
 pub mod ids;
+mod inventory;
 pub mod keys;
 mod links;
 mod memo;

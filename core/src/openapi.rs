@@ -30,6 +30,8 @@ use crate::error::PROBLEM_JSON;
         (name = "notifications", description = "What the core reports happened (alerts, …), in order"),
         (name = "customers", description = "Customer records, search, history, export and erasure (admin key)"),
         (name = "autocomplete", description = "Autocomplete indexes, terms, curation and trending (admin key); queries are answered by the edge"),
+        (name = "catalog", description = "Products, variants, prices, categories, collections and price lists (admin key); storefronts read them at the edge"),
+        (name = "inventory", description = "Stock per SKU and location, adjustments, and reservations that never oversell (admin key)"),
         (name = "sessions", description = "Customer sign-in, sessions and tokens: public per-project routes, no admin key"),
     )
 )]

@@ -30,7 +30,8 @@ use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
 pub use crate::state::AppState;
 use crate::{
-    audit, autocomplete, customers, edge, events, flags, health, keys, links, notifications, openapi, ratelimit,
+    audit, autocomplete, catalog, customers, edge, events, flags, health, inventory, keys, links, notifications,
+    openapi, ratelimit,
 };
 
 /// A built service: its router, the state behind it, and its API description.
@@ -64,7 +65,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every capability's edge dataset source, in publishing order. Capabilities add theirs
 /// here, where their routes are added too, so `publish` never imports the domains it serves.
-pub fn edge_sources() -> Vec<Arc<dyn publish::DatasetSource>> {
+pub fn edge_sources(config: &Config) -> Vec<Arc<dyn publish::DatasetSource>> {
     vec![
         Arc::new(edge::settings::SettingsSource),
         Arc::new(links::LinksSource),
@@ -73,6 +74,7 @@ pub fn edge_sources() -> Vec<Arc<dyn publish::DatasetSource>> {
         Arc::new(customers::signing::SessionKeysSource),
         Arc::new(customers::revocations::RevocationsSource),
         Arc::new(autocomplete::AutocompleteSource),
+        Arc::new(catalog::storefront::CatalogSource { low_stock: config.low_stock_threshold }),
     ]
 }
 
@@ -91,7 +93,7 @@ impl App {
             let url = secrecy::ExposeSecret::expose_secret(url);
             stores.push(Arc::new(publish::RedisEdgeStore::connect(url, &config.edge_redis_prefix).await?));
         }
-        let publisher = Publisher::new(db.clone(), edge_sources(), stores);
+        let publisher = Publisher::new(db.clone(), edge_sources(&config), stores);
         Ok(App::from_parts(config, db, cache, publisher))
     }
 
@@ -172,7 +174,34 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(autocomplete::rules::create_rule, autocomplete::rules::list_rules))
         .routes(routes!(autocomplete::rules::delete_rule))
         .routes(routes!(autocomplete::trending::trending))
-        .routes(routes!(autocomplete::trending::no_results));
+        .routes(routes!(autocomplete::trending::no_results))
+        .routes(routes!(catalog::products::create_product, catalog::products::list_products))
+        .routes(routes!(
+            catalog::products::get_product,
+            catalog::products::replace_product,
+            catalog::products::delete_product
+        ))
+        .routes(routes!(catalog::taxonomy::create_category, catalog::taxonomy::list_categories))
+        .routes(routes!(
+            catalog::taxonomy::get_category,
+            catalog::taxonomy::update_category,
+            catalog::taxonomy::delete_category
+        ))
+        .routes(routes!(catalog::taxonomy::create_collection, catalog::taxonomy::list_collections))
+        .routes(routes!(
+            catalog::taxonomy::get_collection,
+            catalog::taxonomy::update_collection,
+            catalog::taxonomy::delete_collection
+        ))
+        .routes(routes!(catalog::price_lists::create_price_list, catalog::price_lists::list_price_lists))
+        .routes(routes!(catalog::price_lists::get_price_list, catalog::price_lists::delete_price_list))
+        .routes(routes!(inventory::levels::create_location, inventory::levels::list_locations))
+        .routes(routes!(inventory::levels::get_level))
+        .routes(routes!(inventory::levels::adjust, inventory::levels::list_adjustments))
+        .routes(routes!(inventory::reservations::reserve))
+        .routes(routes!(inventory::reservations::get_reservation))
+        .routes(routes!(inventory::reservations::commit_reservation))
+        .routes(routes!(inventory::reservations::release_reservation));
     let customer_routes = OpenApiRouter::new()
         .routes(routes!(customers::signing::well_known))
         .routes(routes!(customers::auth::sign_up))

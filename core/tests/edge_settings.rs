@@ -28,7 +28,9 @@ async fn settings_default_change_with_an_audit_entry_and_reach_the_edge_store() 
     let db = &app.app.state.db;
 
     assert_eq!(app.get("/v1/edge/settings", Some(&reader)).await.ok(), &json!({"report_not_found": true}));
-    publish::publish_to(db, &verge_core::server::edge_sources(), &store, &()).await.unwrap();
+    publish::publish_to(db, &verge_core::server::edge_sources(&verge_core::Config::default()), &store, &())
+        .await
+        .unwrap();
     let (version, first) = published(&store).await;
     assert_eq!((version, first.report_not_found), (1, true), "defaults are published");
     // The visitor-hash salt is a fresh 256-bit secret, published but never shown by the API.
@@ -45,7 +47,9 @@ async fn settings_default_change_with_an_audit_entry_and_reach_the_edge_store() 
         .await
         .unwrap();
     assert_eq!(outbox.0, 1, "the change and its outbox row commit together");
-    publish::publish_to(db, &verge_core::server::edge_sources(), &store, &()).await.unwrap();
+    publish::publish_to(db, &verge_core::server::edge_sources(&verge_core::Config::default()), &store, &())
+        .await
+        .unwrap();
     let expected = EdgeSettings { report_not_found: false, visitor_salt: first.visitor_salt.clone() };
     assert_eq!(published(&store).await, (2, expected), "the salt stays across publishes");
 
@@ -59,7 +63,9 @@ async fn settings_default_change_with_an_audit_entry_and_reach_the_edge_store() 
     app.call(Method::PUT, "/v1/edge/settings", Some(&admin), Some(json!({"report_not_found": false}))).await.ok();
     let audit = app.get("/v1/audit-log?target_type=edge_settings", Some(&admin)).await;
     assert_eq!(audit.ok()["items"].as_array().unwrap().len(), 1);
-    publish::publish_to(db, &verge_core::server::edge_sources(), &store, &()).await.unwrap();
+    publish::publish_to(db, &verge_core::server::edge_sources(&verge_core::Config::default()), &store, &())
+        .await
+        .unwrap();
     assert_eq!(published(&store).await.0, 2);
     store.close().await;
 }

@@ -67,7 +67,14 @@ async fn environments_import_export_and_publish() {
     // Published: the environment's dataset holds the set the edge evaluates.
     let dir = tempfile::tempdir().unwrap();
     let store = LocalEdgeStore::open(&dir.path().join("kv.db")).await.unwrap();
-    publish::publish_to(&app.app.state.db, &verge_core::server::edge_sources(), &store, &()).await.unwrap();
+    publish::publish_to(
+        &app.app.state.db,
+        &verge_core::server::edge_sources(&verge_core::Config::default()),
+        &store,
+        &(),
+    )
+    .await
+    .unwrap();
     let manifest = Manifest::decode(&store.get(MANIFEST_KEY).await.unwrap().unwrap()).unwrap();
     let version = manifest.get("flags/web/production").expect("the environment is in the manifest").version;
     let stored = store.get(&versioned_key("flags/web/production", version, "flagd")).await.unwrap().unwrap();
@@ -94,13 +101,17 @@ async fn client_keys_are_shown_once_published_hashed_and_revocable() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalEdgeStore::open(&dir.path().join("kv.db")).await.unwrap();
     let db = &app.app.state.db;
-    publish::publish_to(db, &verge_core::server::edge_sources(), &store, &()).await.unwrap();
+    publish::publish_to(db, &verge_core::server::edge_sources(&verge_core::Config::default()), &store, &())
+        .await
+        .unwrap();
     let record = format!("flagkeys/{}", verge_shared::flags::client_key_hash(&token));
     assert_eq!(store.get(&record).await.unwrap().as_deref(), Some(&b"flags/web/dev"[..]));
 
     let revoked = app.call(Method::DELETE, &format!("/v1/flags/client-keys/{id}"), Some(&admin), None).await;
     assert!(revoked.ok()["revoked_at"].is_string());
-    publish::publish_to(db, &verge_core::server::edge_sources(), &store, &()).await.unwrap();
+    publish::publish_to(db, &verge_core::server::edge_sources(&verge_core::Config::default()), &store, &())
+        .await
+        .unwrap();
     assert_eq!(store.get(&record).await.unwrap(), None, "a revoked key is gone from the edge");
     app.get("/v1/flags/environments/web/nope/client-keys", Some(&admin))
         .await

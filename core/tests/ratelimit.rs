@@ -73,7 +73,14 @@ async fn policies_are_created_listed_replaced_deleted_audited_and_published() {
     // Published: each domain is a dataset holding its policies as the edge reads them.
     let dir = tempfile::tempdir().unwrap();
     let store = LocalEdgeStore::open(&dir.path().join("kv.db")).await.unwrap();
-    publish::publish_to(&app.app.state.db, &verge_core::server::edge_sources(), &store, &()).await.unwrap();
+    publish::publish_to(
+        &app.app.state.db,
+        &verge_core::server::edge_sources(&verge_core::Config::default()),
+        &store,
+        &(),
+    )
+    .await
+    .unwrap();
     let manifest = Manifest::decode(&store.get(MANIFEST_KEY).await.unwrap().unwrap()).unwrap();
     let version = manifest.get("rl/edge").expect("the edge domain is published").version;
     let bytes = store.get(&versioned_key("rl/edge", version, "policies")).await.unwrap().unwrap();
@@ -85,7 +92,14 @@ async fn policies_are_created_listed_replaced_deleted_audited_and_published() {
     let deleted = app.call(Method::DELETE, &format!("{POLICIES}/{id}"), Some(&writer), None).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     app.get(&format!("{POLICIES}/{id}"), Some(&writer)).await.problem(StatusCode::NOT_FOUND, "not_found");
-    publish::publish_to(&app.app.state.db, &verge_core::server::edge_sources(), &store, &()).await.unwrap();
+    publish::publish_to(
+        &app.app.state.db,
+        &verge_core::server::edge_sources(&verge_core::Config::default()),
+        &store,
+        &(),
+    )
+    .await
+    .unwrap();
     let manifest = Manifest::decode(&store.get(MANIFEST_KEY).await.unwrap().unwrap()).unwrap();
     assert!(manifest.get("rl/api").is_none(), "a domain without policies leaves the edge");
     store.close().await;

@@ -25,7 +25,7 @@ use crate::host::Host;
 use crate::problem;
 use crate::ratelimit::Facts;
 use crate::ratelimit::sets::{self, Loaded};
-use crate::request::{cors, query_param};
+use crate::request::{cors, has_etag, query_param, read_preflight};
 
 pub(crate) const PREFIX: &str = "/autocomplete/v1/";
 /// The event kind queries are reported as.
@@ -57,16 +57,7 @@ pub(crate) async fn serve<H: Host>(host: &H, request: &Request<Body>, events: &m
     };
     match *request.method() {
         Method::GET | Method::HEAD => {}
-        Method::OPTIONS => {
-            let preflight = Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")
-                .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "if-none-match, x-verge-session")
-                .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
-                .body(Vec::new())
-                .expect("a valid response");
-            return cors(preflight);
-        }
+        Method::OPTIONS => return read_preflight("if-none-match, x-verge-session"),
         _ => return cors(problem::method_not_allowed("GET, HEAD, OPTIONS")),
     }
     let allowed = match crate::ratelimit::enforce(host, &Facts::of(host, request, "autocomplete", None), events).await {
@@ -117,11 +108,7 @@ async fn answer<H: Host>(
         Some(language) => format!("\"ac-{version}-{language}\""),
         None => format!("\"ac-{version}\""),
     };
-    let unchanged = request
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim().trim_start_matches("W/") == etag));
+    let unchanged = has_etag(request, &etag);
     let budget = directory.settings.typo_budget(&folded);
     let mut shards = Vec::new();
     for n in shared::shards_for(directory, &folded, budget) {

@@ -8,6 +8,7 @@
 mod attempts;
 mod autocomplete;
 pub mod body;
+mod catalog;
 pub mod client;
 pub mod events;
 mod flags;

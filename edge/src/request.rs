@@ -55,3 +55,24 @@ pub(crate) fn cors(mut response: Response<Body>) -> Response<Body> {
     );
     response
 }
+
+/// Whether the request's `If-None-Match` names `etag` (weakly compared, as RFC 9110 asks).
+pub(crate) fn has_etag(request: &Request<Body>, etag: &str) -> bool {
+    request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim().trim_start_matches("W/") == etag))
+}
+
+/// The answer to a CORS preflight for a read-only route.
+pub(crate) fn read_preflight(allow_headers: &'static str) -> Response<Body> {
+    let preflight = Response::builder()
+        .status(http::StatusCode::NO_CONTENT)
+        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")
+        .header(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers)
+        .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
+        .body(Vec::new())
+        .expect("a valid response");
+    cors(preflight)
+}

@@ -35,6 +35,7 @@ async fn route<H: Host>(host: &H, request: &Request<Body>, events: &mut Events) 
         crate::ratelimit::check::PATH => crate::ratelimit::check::serve(host, request, events).await,
         crate::sessions::PATH => crate::sessions::serve(host, request).await,
         _ if path.starts_with(crate::autocomplete::PREFIX) => crate::autocomplete::serve(host, request, events).await,
+        _ if path.starts_with(crate::catalog::PREFIX) => crate::catalog::serve(host, request, events).await,
         _ if path.starts_with(crate::flags::PREFIX) => {
             // Preflights are not counted: a browser sends one before its evaluations.
             let allowed = if request.method() == Method::POST {

@@ -5,6 +5,7 @@
 //! at every edge and in the core. Keep dependencies few and wasm-friendly (no C, no tokio).
 
 pub mod autocomplete;
+pub mod catalog;
 pub mod flags;
 pub mod gcra;
 pub mod ids;

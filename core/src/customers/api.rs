@@ -54,26 +54,15 @@ pub(crate) struct CreateCustomer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateCustomer {
     email: Option<String>,
-    #[serde(default, with = "serde_with_null")]
+    #[serde(default, with = "crate::error::null_or_absent")]
     #[schema(value_type = Option<String>)]
     name: Option<Option<String>>,
-    #[serde(default, with = "serde_with_null")]
+    #[serde(default, with = "crate::error::null_or_absent")]
     #[schema(value_type = Option<String>)]
     phone: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
     email_verified: Option<bool>,
-}
-
-/// `Option<Option<T>>` that tells a member set to `null` from one left out.
-mod serde_with_null {
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-        d: D,
-    ) -> Result<Option<Option<T>>, D::Error> {
-        Option::<T>::deserialize(d).map(Some)
-    }
 }
 
 fn check_fields(name: Option<&str>, phone: Option<&str>, metadata: Option<&Value>) -> Result<(), ApiError> {

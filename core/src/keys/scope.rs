@@ -1,7 +1,7 @@
 //! What a key may do. `admin` may do everything; `read` may read everything except keys;
 //! `events:ingest` is for edges sending events back;
 //! capability write scopes (`links:write`, `flags:write`, `ratelimit:write`,
-//! `customers:write`, `autocomplete:write`) let a key
+//! `customers:write`, `autocomplete:write`, `catalog:write`, `inventory:write`) let a key
 //! change one capability; `ratelimit:check` lets an origin ask for decisions and nothing else.
 
 use std::fmt;
@@ -37,6 +37,12 @@ pub enum Scope {
     /// Change autocomplete indexes, their terms and curation, and publish them.
     #[serde(rename = "autocomplete:write")]
     AutocompleteWrite,
+    /// Change products, categories, collections and price lists.
+    #[serde(rename = "catalog:write")]
+    CatalogWrite,
+    /// Change stock levels and locations; reserve, release and commit stock.
+    #[serde(rename = "inventory:write")]
+    InventoryWrite,
 }
 
 impl Scope {
@@ -50,6 +56,8 @@ impl Scope {
         Scope::RatelimitCheck,
         Scope::CustomersWrite,
         Scope::AutocompleteWrite,
+        Scope::CatalogWrite,
+        Scope::InventoryWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +71,8 @@ impl Scope {
             Scope::RatelimitCheck => "ratelimit:check",
             Scope::CustomersWrite => "customers:write",
             Scope::AutocompleteWrite => "autocomplete:write",
+            Scope::CatalogWrite => "catalog:write",
+            Scope::InventoryWrite => "inventory:write",
         }
     }
 }
