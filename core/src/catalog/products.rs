@@ -32,7 +32,7 @@ const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Status {
+pub(crate) enum ProductStatus {
     /// Being written; never at the edge.
     Draft,
     /// On sale: readable at the edge.
@@ -41,17 +41,17 @@ pub(crate) enum Status {
     Archived,
 }
 
-impl Status {
+impl ProductStatus {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Status::Draft => "draft",
-            Status::Published => "published",
-            Status::Archived => "archived",
+            ProductStatus::Draft => "draft",
+            ProductStatus::Published => "published",
+            ProductStatus::Archived => "archived",
         }
     }
 
-    fn parse(text: &str) -> Option<Status> {
-        [Status::Draft, Status::Published, Status::Archived].into_iter().find(|s| s.as_str() == text)
+    fn parse(text: &str) -> Option<ProductStatus> {
+        [ProductStatus::Draft, ProductStatus::Published, ProductStatus::Archived].into_iter().find(|s| s.as_str() == text)
     }
 }
 
@@ -108,7 +108,7 @@ pub(crate) struct ProductInput {
     #[serde(default)]
     description: String,
     #[serde(default = "draft")]
-    status: Status,
+    status: ProductStatus,
     /// `http(s)` URLs, first is the main image.
     #[serde(default)]
     images: Vec<String>,
@@ -127,8 +127,8 @@ pub(crate) struct ProductInput {
     metadata: Map<String, Value>,
 }
 
-fn draft() -> Status {
-    Status::Draft
+fn draft() -> ProductStatus {
+    ProductStatus::Draft
 }
 
 /// A variant as the API shows it.
@@ -150,7 +150,7 @@ pub(crate) struct ProductView {
     handle: String,
     title: String,
     description: String,
-    status: Status,
+    status: ProductStatus,
     images: Vec<String>,
     categories: Vec<String>,
     collections: Vec<String>,
@@ -368,7 +368,7 @@ pub(crate) async fn load(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Opt
         handle: row.try_get("handle")?,
         title: row.try_get("title")?,
         description: row.try_get("description")?,
-        status: Status::parse(&status)
+        status: ProductStatus::parse(&status)
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown product status `{status}`").into()))?,
         images: serde_json::from_value(json("images")?).map_err(decode)?,
         categories,
@@ -634,7 +634,7 @@ impl ProductView {
         storefront::Placement {
             handle: self.handle.clone(),
             title: self.title.clone(),
-            published: self.status == Status::Published,
+            published: self.status == ProductStatus::Published,
             categories: self.categories.clone(),
             collections: self.collections.clone(),
         }
@@ -665,7 +665,7 @@ pub(crate) struct ProductSummary {
     id: String,
     handle: String,
     title: String,
-    status: Status,
+    status: ProductStatus,
     #[schema(value_type = String, format = DateTime)]
     updated_at: Millis,
 }
@@ -691,7 +691,7 @@ pub(crate) async fn list_products(
     let mut binds: Vec<String> = vec![cursor.after().to_owned()];
     let mut errors = Vec::new();
     if let Some(status) = &filter.status {
-        if Status::parse(status).is_none() {
+        if ProductStatus::parse(status).is_none() {
             errors.push(err("status", "must be draft, published or archived"));
         }
         binds.push(status.clone());
@@ -751,7 +751,7 @@ pub(crate) async fn list_products(
             id: row.try_get("id")?,
             handle: row.try_get("handle")?,
             title: row.try_get("title")?,
-            status: Status::parse(&status).unwrap_or(Status::Draft),
+            status: ProductStatus::parse(&status).unwrap_or(ProductStatus::Draft),
             updated_at: Millis(row.try_get("updated_at")?),
         });
     }
