@@ -27,6 +27,15 @@ pub(crate) fn text(out: &mut String, value: &str) {
     }
 }
 
+/// A text field as it was before [`text`] guarded it against spreadsheet formulas, so
+/// an export imports back as it was.
+pub(crate) fn unguard(field: &str) -> &str {
+    match field.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => field,
+    }
+}
+
 /// One record: each field escaped as text, comma-separated, CRLF-terminated.
 pub(crate) fn record<'a>(out: &mut String, fields: impl IntoIterator<Item = &'a str>) {
     for (i, field) in fields.into_iter().enumerate() {

@@ -110,6 +110,15 @@ impl ApiError {
     pub fn code(&self) -> &str {
         &self.code
     }
+
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The fields a validation error names (empty for other errors).
+    pub(crate) fn field_errors(&self) -> &[FieldError] {
+        &self.errors
+    }
 }
 
 impl std::fmt::Display for ApiError {

@@ -176,6 +176,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(autocomplete::trending::trending))
         .routes(routes!(autocomplete::trending::no_results))
         .routes(routes!(catalog::products::create_product, catalog::products::list_products))
+        .routes(routes!(catalog::bulk::import_products))
+        .routes(routes!(catalog::bulk::export_products))
         .routes(routes!(
             catalog::products::get_product,
             catalog::products::replace_product,
@@ -317,7 +319,7 @@ async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
 /// Bulk imports stream their body (bounded by `import_limit_bytes` as it is read) and may
 /// take longer than an ordinary request.
 fn is_bulk_import(path: &str) -> bool {
-    path.starts_with("/v1/autocomplete/") && path.ends_with("/terms/import")
+    (path.starts_with("/v1/autocomplete/") && path.ends_with("/terms/import")) || path == "/v1/catalog/products/import"
 }
 
 /// Answers 413 at once when `Content-Length` already exceeds the limit; bodies without a

@@ -289,3 +289,70 @@ async fn a_listing_is_paged_and_shrinks_without_leaving_pages_behind() {
     let first = edge_json(&store, &edge::page_key(Listing::Collection, "all", 1), now()).await.unwrap();
     assert_eq!((first["total"].as_u64(), first["pages"].as_u64()), (Some(total as u64 - 4), Some(1)));
 }
+
+async fn import(app: &TestApp, key: &str, query: &str, csv: &str) -> common::Reply {
+    let request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("/v1/catalog/products/import{query}"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "text/csv")
+        .body(axum::body::Body::from(csv.to_owned()))
+        .unwrap();
+    app.send(request).await
+}
+
+#[tokio::test]
+async fn a_csv_import_reports_bad_lines_changes_nothing_and_an_export_imports_back() {
+    let app = TestApp::new().await;
+    let key = app.key(&[Scope::CatalogWrite]).await;
+    app.call(Method::POST, "/v1/catalog/categories", Some(&key), Some(json!({"handle": "tops", "title": "Tops"})))
+        .await
+        .ok();
+    let header =
+        "handle,title,description,status,categories,option1_name,option1_value,sku,price:EUR,sale_price:EUR,price:JPY";
+    let bad = format!(
+        "{header}\n\
+         tee,Tee,\"Soft, washed\",published,tops,size,S,TEE-S,2500,,\n\
+         tee,,,,,,M,TEE-M,-5,,4000\n\
+         mug,Mug,,draft,nowhere,,,MUG,abc,,\n\
+         cap,Cap,,published,,,,CAP,900,950,\n"
+    );
+    let reply = import(&app, &key, "", &bad).await;
+    assert_eq!(
+        reply.validation_fields(),
+        ["line 3 /variants/1/prices/0/amount", "line 4 price:EUR", "line 5 /variants/0/prices/0/sale_amount",]
+    );
+    assert_eq!(count(&app, &key).await, 0, "a refused file writes nothing");
+
+    let reply = import(&app, &key, "?on_error=skip", &bad).await;
+    assert_eq!((reply.ok()["created"].as_u64(), reply.json["errors"].as_array().unwrap().len()), (Some(0), 3));
+    let good = format!(
+        "{header}\n\
+         tee,Tee,\"Soft, washed\",published,tops,size,S,TEE-S,2500,,\n\
+         tee,,,,,,M,TEE-M,2500,1999,4000\n\
+         mug,=Mug,,draft,,,,MUG,1200,,\n"
+    );
+    let reply = import(&app, &key, "", &good).await;
+    assert_eq!((reply.ok()["created"].as_u64(), reply.json["updated"].as_u64()), (Some(2), Some(0)), "{}", reply.text);
+    let listed = app.get("/v1/catalog/products?q=tee", Some(&key)).await;
+    let id = listed.ok()["items"][0]["id"].as_str().unwrap().to_owned();
+    let tee = app.get(&format!("/v1/catalog/products/{id}"), Some(&key)).await;
+    assert_eq!(
+        tee.ok()["variants"][1]["prices"],
+        json!([
+            {"currency": "EUR", "amount": 2500, "sale_amount": 1999}, {"currency": "JPY", "amount": 4000}
+        ])
+    );
+    assert_eq!(tee.json["categories"], json!(["tops"]));
+
+    // Export, import back: nothing changes, and the second export is the first.
+    let export = app.get("/v1/catalog/products/export", Some(&key)).await;
+    assert_eq!(export.status, StatusCode::OK);
+    assert!(export.text.contains("\"'=Mug\""), "formulas are guarded: {}", export.text);
+    let again = import(&app, &key, "", &export.text).await;
+    assert_eq!((again.ok()["created"].as_u64(), again.json["updated"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(app.get("/v1/catalog/products/export", Some(&key)).await.text, export.text);
+    let after = app.get(&format!("/v1/catalog/products/{id}"), Some(&key)).await;
+    assert_eq!(after.json["variants"], tee.json["variants"], "variants keep their ids and prices");
+    assert_eq!(import(&app, &key, "", "handle,colour\n").await.validation_fields(), ["line 1"]);
+}

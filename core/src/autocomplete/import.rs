@@ -236,7 +236,7 @@ fn parse_csv(reader: impl std::io::Read, out: &mpsc::Sender<Parsed>, limit: u64)
                         break;
                     }
                 },
-                _ => Value::String(unguard(field).to_owned()),
+                _ => Value::String(crate::csv::unguard(field).to_owned()),
             };
             object.insert(column.clone(), value);
         }
@@ -250,15 +250,6 @@ fn parse_csv(reader: impl std::io::Read, out: &mpsc::Sender<Parsed>, limit: u64)
         if !send(parsed) {
             return;
         }
-    }
-}
-
-/// A text field as it was before an export guarded it against spreadsheet formulas
-/// (`crate::csv::text` puts `'` before `=`, `+`, `-`, `@`), so an export imports back as it was.
-fn unguard(field: &str) -> &str {
-    match field.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
-        _ => field,
     }
 }
 

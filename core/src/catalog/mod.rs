@@ -8,6 +8,7 @@
 //! Published titles also feed the autocomplete index `catalog/products`, so a storefront's
 //! search box suggests products with no work of its own.
 
+pub(crate) mod bulk;
 pub(crate) mod clock;
 pub(crate) mod price_lists;
 pub(crate) mod products;

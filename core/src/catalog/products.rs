@@ -51,7 +51,9 @@ impl ProductStatus {
     }
 
     fn parse(text: &str) -> Option<ProductStatus> {
-        [ProductStatus::Draft, ProductStatus::Published, ProductStatus::Archived].into_iter().find(|s| s.as_str() == text)
+        [ProductStatus::Draft, ProductStatus::Published, ProductStatus::Archived]
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 }
 
@@ -159,7 +161,7 @@ pub(crate) struct ProductView {
     #[schema(value_type = Object)]
     metadata: Map<String, Value>,
     #[schema(value_type = String, format = DateTime)]
-    created_at: Millis,
+    pub(super) created_at: Millis,
     #[schema(value_type = String, format = DateTime)]
     updated_at: Millis,
 }
@@ -386,7 +388,7 @@ async fn load_or_404(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Product
 }
 
 /// Checks what needs the database, then writes `input` as product `id` (new or replaced).
-async fn write(
+pub(super) async fn write(
     conn: &mut sqlx::AnyConnection,
     id: &str,
     input: &ProductInput,
