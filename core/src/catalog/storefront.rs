@@ -76,12 +76,55 @@ pub(crate) async fn enqueue_skus(conn: &mut sqlx::AnyConnection, skus: &BTreeSet
         products.extend(product);
     }
     for id in products {
-        if let Some(product) = super::products::load(conn, &id).await? {
-            let placement = product.edge_view();
+        if let Some(placement) = placement(conn, &id).await? {
             enqueue_product(conn, Some(&placement), Some(&placement)).await?;
         }
     }
     Ok(())
+}
+
+/// Where the product `id` shows at the edge now.
+async fn placement(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Option<Placement>, sqlx::Error> {
+    let Some(row) = sqlx::query("SELECT handle, title, status FROM catalog_products WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut groups = Vec::new();
+    for (links, table, column) in [
+        ("catalog_product_categories", "catalog_categories", "category_id"),
+        ("catalog_product_collections", "catalog_collections", "collection_id"),
+    ] {
+        groups.push(
+            sqlx::query_scalar(&format!(
+                "SELECT t.handle FROM {links} l JOIN {table} t ON t.id = l.{column} WHERE l.product_id = $1"
+            ))
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?,
+        );
+    }
+    let collections = groups.pop().unwrap_or_default();
+    let categories = groups.pop().unwrap_or_default();
+    Ok(Some(Placement {
+        handle: row.try_get("handle")?,
+        title: row.try_get("title")?,
+        published: row.try_get::<String, _>("status")? == "published",
+        categories,
+        collections,
+    }))
+}
+
+/// Units of `sku` available to sell (on hand less reserved), over every location.
+pub(crate) async fn units_available(conn: &mut sqlx::AnyConnection, sku: &str) -> Result<i64, sqlx::Error> {
+    let sum: Option<i64> =
+        sqlx::query_scalar("SELECT CAST(SUM(on_hand - reserved) AS BIGINT) FROM inventory_levels WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(sum.unwrap_or(0))
 }
 
 /// `handle` and the handles of every category above it.
@@ -403,7 +446,7 @@ impl CatalogSource {
                 });
             }
             let managed = v.try_get::<i64, _>("manage_inventory")? != 0;
-            let available = crate::inventory::available(&mut conn, &sku).await?;
+            let available = units_available(&mut conn, &sku).await?;
             let options: String = v.try_get("options")?;
             variants.push(VariantData {
                 title: v.try_get("title")?,

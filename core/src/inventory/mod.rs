@@ -14,6 +14,7 @@ pub(crate) mod reservations;
 
 use std::collections::BTreeMap;
 
+use crate::catalog::storefront::units_available;
 use crate::keys::{Grants, Scope};
 
 /// Keys that may change stock and reserve it.
@@ -30,16 +31,6 @@ impl Grants for InventoryReaders {
     const SCOPES: &'static [Scope] = &[Scope::Read, Scope::InventoryWrite, Scope::CatalogWrite];
 }
 
-/// Units of `sku` available to sell, over every location.
-pub(crate) async fn available(conn: &mut sqlx::AnyConnection, sku: &str) -> Result<i64, sqlx::Error> {
-    let sum: Option<i64> =
-        sqlx::query_scalar("SELECT CAST(SUM(on_hand - reserved) AS BIGINT) FROM inventory_levels WHERE sku = $1")
-            .bind(sku)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(sum.unwrap_or(0))
-}
-
 /// Availability of some SKUs before a change, to republish those whose coarse class the
 /// change moves (`in_stock` → `low`, …).
 #[derive(Debug, Default)]
@@ -52,7 +43,7 @@ impl Watch {
         let mut before = BTreeMap::new();
         for sku in skus {
             if let std::collections::btree_map::Entry::Vacant(entry) = before.entry(sku) {
-                let available = available(conn, entry.key()).await?;
+                let available = units_available(conn, entry.key()).await?;
                 entry.insert(available);
             }
         }
@@ -64,7 +55,7 @@ impl Watch {
         use crate::catalog::storefront::availability;
         let mut moved = std::collections::BTreeSet::new();
         for (sku, before) in self.before {
-            let after = available(conn, &sku).await?;
+            let after = units_available(conn, &sku).await?;
             if availability(before, true, low_stock) != availability(after, true, low_stock) {
                 moved.insert(sku);
             }
