@@ -310,7 +310,7 @@ pub(crate) async fn import_products(
 /// Every product as CSV, one row per variant, by id; imports back as it was.
 #[utoipa::path(
     get, path = "/v1/catalog/products/export", tag = "catalog",
-    security(("admin_key" = ["admin", "read", "catalog:write"])),
+    security(("admin_key" = ["admin", "read", "catalog:write", "inventory:write"])),
     responses(
         (status = 200, description = "CSV", content_type = "text/csv", body = String),
         (status = 401, body = Problem), (status = 403, body = Problem),

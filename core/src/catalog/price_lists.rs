@@ -195,7 +195,7 @@ pub(crate) async fn create_price_list(
 /// Price lists, newest last.
 #[utoipa::path(
     get, path = "/v1/catalog/price-lists", tag = "catalog", params(PageParams),
-    security(("admin_key" = ["admin", "read", "catalog:write"])),
+    security(("admin_key" = ["admin", "read", "catalog:write", "inventory:write"])),
     responses(
         (status = 200, body = inline(Page<PriceListView>)),
         (status = 400, description = "A cursor this API did not return", body = Problem),
@@ -224,7 +224,7 @@ pub(crate) async fn list_price_lists(
 /// One price list.
 #[utoipa::path(
     get, path = "/v1/catalog/price-lists/{id}", tag = "catalog", params(("id" = String, Path)),
-    security(("admin_key" = ["admin", "read", "catalog:write"])),
+    security(("admin_key" = ["admin", "read", "catalog:write", "inventory:write"])),
     responses((status = 200, body = PriceListView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
 )]
 pub(crate) async fn get_price_list(

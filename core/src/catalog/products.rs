@@ -588,7 +588,7 @@ pub(crate) async fn replace_product(
 /// One product.
 #[utoipa::path(
     get, path = "/v1/catalog/products/{id}", tag = "catalog", params(("id" = String, Path)),
-    security(("admin_key" = ["admin", "read", "catalog:write"])),
+    security(("admin_key" = ["admin", "read", "catalog:write", "inventory:write"])),
     responses((status = 200, body = ProductView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
 )]
 pub(crate) async fn get_product(
@@ -675,7 +675,7 @@ pub(crate) struct ProductSummary {
 /// Products by id (creation order), filtered and searched.
 #[utoipa::path(
     get, path = "/v1/catalog/products", tag = "catalog", params(ProductFilter),
-    security(("admin_key" = ["admin", "read", "catalog:write"])),
+    security(("admin_key" = ["admin", "read", "catalog:write", "inventory:write"])),
     responses(
         (status = 200, body = inline(Page<ProductSummary>)),
         (status = 400, description = "A cursor this API did not return", body = Problem),

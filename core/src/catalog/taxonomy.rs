@@ -379,7 +379,7 @@ macro_rules! group_routes {
         #[doc = concat!("Every ", $noun, ", by handle.")]
         #[utoipa::path(
             get, path = $path, tag = "catalog", params(PageParams),
-            security(("admin_key" = ["admin", "read", "catalog:write"])),
+            security(("admin_key" = ["admin", "read", "catalog:write", "inventory:write"])),
             responses(
                 (status = 200, body = inline(Page<GroupView>)),
                 (status = 400, description = "A cursor this API did not return", body = Problem),
@@ -397,7 +397,7 @@ macro_rules! group_routes {
         #[doc = concat!("One ", $noun, ".")]
         #[utoipa::path(
             get, path = concat!($path, "/{handle}"), tag = "catalog", params(("handle" = String, Path)),
-            security(("admin_key" = ["admin", "read", "catalog:write"])),
+            security(("admin_key" = ["admin", "read", "catalog:write", "inventory:write"])),
             responses((status = 200, body = GroupView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
         )]
         pub(crate) async fn $get(

@@ -124,7 +124,7 @@ pub(crate) async fn create_location(
 /// Every location, by handle.
 #[utoipa::path(
     get, path = "/v1/inventory/locations", tag = "inventory", params(PageParams),
-    security(("admin_key" = ["admin", "read", "inventory:write"])),
+    security(("admin_key" = ["admin", "read", "inventory:write", "catalog:write"])),
     responses(
         (status = 200, body = inline(Page<Location>)),
         (status = 400, description = "A cursor this API did not return", body = Problem),
@@ -218,7 +218,7 @@ pub(crate) async fn level(conn: &mut sqlx::AnyConnection, sku: &str) -> Result<L
 /// A SKU's stock: on hand, reserved, available and committed, in total and per location.
 #[utoipa::path(
     get, path = "/v1/inventory/levels/{sku}", tag = "inventory", params(("sku" = String, Path)),
-    security(("admin_key" = ["admin", "read", "inventory:write"])),
+    security(("admin_key" = ["admin", "read", "inventory:write", "catalog:write"])),
     responses((status = 200, body = Level), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, description = "No variant has the SKU", body = Problem))
 )]
 pub(crate) async fn get_level(
@@ -408,7 +408,7 @@ pub(crate) struct AdjustmentFilter {
 /// The adjustment trail, oldest first.
 #[utoipa::path(
     get, path = "/v1/inventory/adjustments", tag = "inventory", params(AdjustmentFilter),
-    security(("admin_key" = ["admin", "read", "inventory:write"])),
+    security(("admin_key" = ["admin", "read", "inventory:write", "catalog:write"])),
     responses(
         (status = 200, body = inline(Page<Adjustment>)),
         (status = 400, description = "A cursor this API did not return", body = Problem),

@@ -264,7 +264,7 @@ pub(crate) async fn reserve(
 /// One reservation.
 #[utoipa::path(
     get, path = "/v1/inventory/reservations/{id}", tag = "inventory", params(("id" = String, Path)),
-    security(("admin_key" = ["admin", "read", "inventory:write"])),
+    security(("admin_key" = ["admin", "read", "inventory:write", "catalog:write"])),
     responses((status = 200, body = Reservation), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
 )]
 pub(crate) async fn get_reservation(
