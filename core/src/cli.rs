@@ -277,6 +277,10 @@ async fn run_until(
         app.state.config.low_stock_threshold,
         stopped(stop_rx.clone()),
     ));
+    let worker = (app.state.config.job_concurrency > 0).then(|| {
+        let worker = crate::jobs::Worker::new(app.state.clone(), crate::jobs::Registry::standard());
+        tokio::spawn(worker.run(stopped(stop_rx.clone())))
+    });
     let mut server = std::pin::pin!(server::serve(listener, app.router, stopped(stop_rx), grace));
     let served = tokio::select! {
         served = &mut server => served,
@@ -293,6 +297,9 @@ async fn run_until(
     sweeper.await?;
     trending.await?;
     clock.await?;
+    if let Some(worker) = worker {
+        worker.await?;
+    }
     app.state.db.close().await;
     Ok(())
 }

@@ -46,6 +46,13 @@ pub struct Config {
     pub catalog_clock_interval_ms: u64,
     /// Units available at or below which the edge shows a variant as `low`.
     pub low_stock_threshold: i64,
+    /// Job attempts one core runs at once; 0 runs no worker on this replica.
+    pub job_concurrency: usize,
+    /// How often an idle worker looks for due jobs (jobs enqueued by this process wake
+    /// it at once; other replicas' are found on the next poll).
+    pub job_poll_interval_ms: u64,
+    /// How long succeeded and discarded jobs are kept before they are deleted.
+    pub job_retention_hours: u64,
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub shutdown_grace_ms: u64,
     /// `text` for people, `json` for log collectors.
@@ -106,6 +113,9 @@ impl Default for Config {
             autocomplete_trending_interval_ms: 300_000,
             catalog_clock_interval_ms: 1_000,
             low_stock_threshold: 5,
+            job_concurrency: 32,
+            job_poll_interval_ms: 500,
+            job_retention_hours: 168,
             shutdown_grace_ms: 10_000,
             log_format: LogFormat::Text,
             edge_store: None,
@@ -207,6 +217,10 @@ impl Config {
 
     pub fn catalog_clock_interval(&self) -> Duration {
         Duration::from_millis(self.catalog_clock_interval_ms.max(50))
+    }
+
+    pub fn job_poll_interval(&self) -> Duration {
+        Duration::from_millis(self.job_poll_interval_ms.max(10))
     }
 
     pub fn ratelimit_alert_interval(&self) -> Duration {

@@ -21,6 +21,7 @@ pub mod flags;
 mod health;
 pub mod ids;
 mod inventory;
+pub mod jobs;
 pub mod keys;
 mod links;
 mod memo;

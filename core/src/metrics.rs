@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -33,6 +34,20 @@ struct RequestLabels {
     method: String,
     route: String,
     status: u16,
+}
+
+/// A job attempt's end: its kind (bounded by the kinds the core registers) and outcome
+/// (succeeded, retried, deferred, dead, lease_lost).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    kind: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DepthLabels {
+    kind: String,
+    state: String,
 }
 
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
@@ -51,6 +66,9 @@ pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
     decisions: Family<DecisionLabels, Counter>,
+    job_attempts: Family<JobLabels, Counter>,
+    job_depth: Family<DepthLabels, Gauge>,
+    job_oldest_due: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -67,12 +85,38 @@ impl Metrics {
         registry.register("http_request_duration_seconds", "Time to answer HTTP requests", latency.clone());
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register("ratelimit_decisions", "Rate-limit decisions of the global tier", decisions.clone());
-        Arc::new(Metrics { registry, requests, latency, decisions })
+        let job_attempts = Family::<JobLabels, Counter>::default();
+        registry.register("job_attempts", "Job attempts by kind and how they ended", job_attempts.clone());
+        let job_depth = Family::<DepthLabels, Gauge>::default();
+        registry.register("jobs", "Jobs queued, running and dead, by kind (refreshed every second)", job_depth.clone());
+        let job_oldest_due = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "job_oldest_due_age_seconds",
+            "How long the longest-waiting due job has waited",
+            job_oldest_due.clone(),
+        );
+        Arc::new(Metrics { registry, requests, latency, decisions, job_attempts, job_depth, job_oldest_due })
     }
 
     /// Counts a global-tier decision of `policy`.
     pub(crate) fn count_decision(&self, policy: &str, outcome: &'static str) {
         self.decisions.get_or_create(&DecisionLabels { policy: policy.to_owned(), outcome }).inc();
+    }
+
+    /// Counts a job attempt of `kind` that ended with `outcome`.
+    pub(crate) fn count_job(&self, kind: &str, outcome: &'static str) {
+        self.job_attempts.get_or_create(&JobLabels { kind: kind.to_owned(), outcome }).inc();
+    }
+
+    /// Sets the queue gauges; kinds and states no longer present read 0.
+    pub(crate) fn set_job_depths(&self, (depths, oldest_due): &(Vec<crate::jobs::api::Depth>, f64)) {
+        self.job_depth.clear();
+        for depth in depths {
+            self.job_depth
+                .get_or_create(&DepthLabels { kind: depth.kind.clone(), state: depth.state.clone() })
+                .set(depth.jobs);
+        }
+        self.job_oldest_due.set(*oldest_due);
     }
 
     fn render(&self) -> String {

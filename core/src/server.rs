@@ -30,7 +30,7 @@ use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
 pub use crate::state::AppState;
 use crate::{
-    audit, autocomplete, catalog, customers, edge, events, flags, health, inventory, keys, links, notifications,
+    audit, autocomplete, catalog, customers, edge, events, flags, health, inventory, jobs, keys, links, notifications,
     openapi, ratelimit,
 };
 
@@ -100,7 +100,8 @@ impl App {
     pub fn from_parts(config: Config, db: Database, cache: Cache, publisher: Arc<Publisher>) -> App {
         let tally = crate::tally::Tally::new(cache.clone(), crate::ratelimit::STATS_KEPT_FOR);
         let metrics = Metrics::new();
-        let state = AppState { db, cache, config: Arc::new(config), publisher, tally, metrics };
+        let job_signal = Arc::new(tokio::sync::Notify::new());
+        let state = AppState { db, cache, config: Arc::new(config), publisher, tally, metrics, job_signal };
         let (router, openapi, metrics) = router(state.clone());
         App { router, state, openapi, metrics }
     }
@@ -203,7 +204,12 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(inventory::reservations::reserve))
         .routes(routes!(inventory::reservations::get_reservation))
         .routes(routes!(inventory::reservations::commit_reservation))
-        .routes(routes!(inventory::reservations::release_reservation));
+        .routes(routes!(inventory::reservations::release_reservation))
+        .routes(routes!(jobs::api::list_jobs))
+        .routes(routes!(jobs::api::queue_stats))
+        .routes(routes!(jobs::api::get_job))
+        .routes(routes!(jobs::api::retry_job))
+        .routes(routes!(jobs::api::discard_job));
     let customer_routes = OpenApiRouter::new()
         .routes(routes!(customers::signing::well_known))
         .routes(routes!(customers::auth::sign_up))
@@ -426,7 +432,15 @@ mod tests {
         let publisher = Publisher::new(db.clone(), Vec::new(), Vec::new());
         let cache: Cache = Arc::new(cache::MemoryStore::new());
         let tally = crate::tally::Tally::new(cache.clone(), Duration::from_secs(60));
-        let state = AppState { db, cache, config: Arc::new(config), publisher, tally, metrics: Metrics::new() };
+        let state = AppState {
+            db,
+            cache,
+            config: Arc::new(config),
+            publisher,
+            tally,
+            metrics: Metrics::new(),
+            job_signal: Default::default(),
+        };
         (with_middleware(routes, state).0, dir)
     }
 

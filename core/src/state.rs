@@ -22,6 +22,8 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     /// Statistics counted in process and flushed to `cache` (rate-limit decisions).
     pub(crate) tally: Tally,
+    /// Wakes this process's job worker when a write enqueued jobs (`jobs::wake`).
+    pub(crate) job_signal: Arc<tokio::sync::Notify>,
     /// This process's Prometheus series, served at `/metrics`.
     pub(crate) metrics: Arc<Metrics>,
 }

@@ -1,7 +1,7 @@
 //! What a key may do. `admin` may do everything; `read` may read everything except keys;
 //! `events:ingest` is for edges sending events back;
 //! capability write scopes (`links:write`, `flags:write`, `ratelimit:write`,
-//! `customers:write`, `autocomplete:write`, `catalog:write`, `inventory:write`) let a key
+//! `customers:write`, `autocomplete:write`, `catalog:write`, `inventory:write`, `jobs:write`) let a key
 //! change one capability; `ratelimit:check` lets an origin ask for decisions and nothing else.
 
 use std::fmt;
@@ -43,6 +43,9 @@ pub enum Scope {
     /// Change stock levels and locations; reserve, release and commit stock.
     #[serde(rename = "inventory:write")]
     InventoryWrite,
+    /// Retry and discard background jobs.
+    #[serde(rename = "jobs:write")]
+    JobsWrite,
 }
 
 impl Scope {
@@ -58,6 +61,7 @@ impl Scope {
         Scope::AutocompleteWrite,
         Scope::CatalogWrite,
         Scope::InventoryWrite,
+        Scope::JobsWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Scope {
             Scope::AutocompleteWrite => "autocomplete:write",
             Scope::CatalogWrite => "catalog:write",
             Scope::InventoryWrite => "inventory:write",
+            Scope::JobsWrite => "jobs:write",
         }
     }
 }
