@@ -30,6 +30,7 @@ async fn count(app: &App, state: &str) -> i64 {
 }
 
 #[tokio::main]
+#[allow(clippy::print_stdout)] // the figure is the output
 async fn main() {
     let jobs: i64 = std::env::var("JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(20_000);
     let dir = tempfile::tempdir().expect("tempdir");

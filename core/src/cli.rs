@@ -277,6 +277,9 @@ async fn run_until(
         app.state.config.low_stock_threshold,
         stopped(stop_rx.clone()),
     ));
+    if let Err(err) = crate::orders::saga::schedule_sweep(&app.state.db).await {
+        tracing::warn!(error = %err, "scheduling the idempotency-key sweep failed; the next start will");
+    }
     let worker = (app.state.config.job_concurrency > 0).then(|| {
         let worker = crate::jobs::Worker::new(app.state.clone(), crate::jobs::Registry::standard());
         tokio::spawn(worker.run(stopped(stop_rx.clone())))

@@ -53,6 +53,13 @@ pub struct Config {
     pub job_poll_interval_ms: u64,
     /// How long succeeded and discarded jobs are kept before they are deleted.
     pub job_retention_hours: u64,
+    /// Flat tax rates per region, in percent: `DE=19,FR=20,US-CA=7.25`. An order is taxed
+    /// at its shipping address's `country-region` rate, else its country's, else not.
+    pub tax_rates: String,
+    /// `test`: the built-in test provider (docs/orders.md).
+    pub payment_provider: String,
+    /// How long a failing payment provider is left alone before one call tries it again.
+    pub payment_breaker_cooldown_ms: u64,
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub shutdown_grace_ms: u64,
     /// `text` for people, `json` for log collectors.
@@ -116,6 +123,9 @@ impl Default for Config {
             job_concurrency: 32,
             job_poll_interval_ms: 500,
             job_retention_hours: 168,
+            tax_rates: String::new(),
+            payment_provider: "test".to_owned(),
+            payment_breaker_cooldown_ms: 10_000,
             shutdown_grace_ms: 10_000,
             log_format: LogFormat::Text,
             edge_store: None,
@@ -191,6 +201,11 @@ impl Config {
                 "ingest_events_per_minute must allow one full batch ({EVENT_BATCH_LIMIT} events)"
             )));
         }
+        self.tax_rates().map_err(ConfigError::Invalid)?;
+        match self.payment_provider.as_str() {
+            "test" => {}
+            other => return Err(ConfigError::Invalid(format!("payment_provider must be `test`, not `{other}`"))),
+        }
         if self.low_stock_threshold < 0 {
             return invalid("low_stock_threshold must not be negative");
         }
@@ -200,6 +215,39 @@ impl Config {
             return invalid("DATABASE_URL must be a postgres:// or postgresql:// URL");
         }
         Ok(())
+    }
+
+    /// [`Config::tax_rates`] parsed: region (`DE`, `US-CA`) → basis points (1900 = 19 %).
+    pub fn tax_rates(&self) -> Result<std::collections::BTreeMap<String, i64>, String> {
+        let mut rates = std::collections::BTreeMap::new();
+        for entry in self.tax_rates.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let bad = || format!("tax_rates: `{entry}` is not REGION=PERCENT (`DE=19`, `US-CA=7.25`)");
+            let (region, percent) = entry.split_once('=').ok_or_else(bad)?;
+            let region = region.trim();
+            let valid_region = region.split('-').enumerate().all(|(i, part)| {
+                (if i == 0 { part.len() == 2 } else { (1..=3).contains(&part.len()) })
+                    && part.bytes().all(|b| b.is_ascii_uppercase() || (i > 0 && b.is_ascii_digit()))
+            }) && region.split('-').count() <= 2;
+            let (whole, fraction) = percent.trim().split_once('.').unwrap_or((percent.trim(), ""));
+            if !valid_region
+                || whole.is_empty()
+                || fraction.len() > 2
+                || !(whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()))
+            {
+                return Err(bad());
+            }
+            let bp = whole.parse::<i64>().map_err(|_| bad())? * 100
+                + format!("{fraction:0<2}").parse::<i64>().map_err(|_| bad())?;
+            if bp > 10_000 {
+                return Err(bad());
+            }
+            rates.insert(region.to_owned(), bp);
+        }
+        Ok(rates)
+    }
+
+    pub fn payment_breaker_cooldown(&self) -> Duration {
+        Duration::from_millis(self.payment_breaker_cooldown_ms.max(1))
     }
 
     /// See [`Config::links_default_domain`].

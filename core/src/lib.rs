@@ -28,6 +28,7 @@ mod memo;
 mod metrics;
 mod notifications;
 mod openapi;
+pub mod orders;
 pub mod pagination;
 pub mod publish;
 mod ratelimit;
@@ -35,6 +36,7 @@ pub mod server;
 mod state;
 mod tally;
 pub mod time;
+mod webhooks;
 
 pub use config::Config;
 pub use server::App;

@@ -31,6 +31,8 @@ use crate::error::PROBLEM_JSON;
         (name = "customers", description = "Customer records, search, history, export and erasure (admin key)"),
         (name = "autocomplete", description = "Autocomplete indexes, terms, curation and trending (admin key); queries are answered by the edge"),
         (name = "catalog", description = "Products, variants, prices, categories, collections and price lists (admin key); storefronts read them at the edge"),
+        (name = "orders", description = "Checkout with idempotency keys, the order saga, cancellation, fulfilment, refunds and live events (admin key, or a customer's own)"),
+        (name = "webhooks", description = "Endpoints that receive order events, signed per Standard Webhooks, and their delivery log (admin key)"),
         (name = "jobs", description = "The durable job queue behind every asynchronous step: inspect, retry and discard jobs (admin key)"),
         (name = "inventory", description = "Stock per SKU and location, adjustments, and reservations that never oversell (admin key)"),
         (name = "sessions", description = "Customer sign-in, sessions and tokens: public per-project routes, no admin key"),

@@ -31,7 +31,7 @@ use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
 pub use crate::state::AppState;
 use crate::{
     audit, autocomplete, catalog, customers, edge, events, flags, health, inventory, jobs, keys, links, notifications,
-    openapi, ratelimit,
+    openapi, orders, ratelimit, webhooks,
 };
 
 /// A built service: its router, the state behind it, and its API description.
@@ -101,7 +101,19 @@ impl App {
         let tally = crate::tally::Tally::new(cache.clone(), crate::ratelimit::STATS_KEPT_FOR);
         let metrics = Metrics::new();
         let job_signal = Arc::new(tokio::sync::Notify::new());
-        let state = AppState { db, cache, config: Arc::new(config), publisher, tally, metrics, job_signal };
+        let payments = crate::orders::payments::from_config(&config, &db);
+        let (orders_changed, _) = tokio::sync::broadcast::channel(1024);
+        let state = AppState {
+            db,
+            cache,
+            config: Arc::new(config),
+            publisher,
+            tally,
+            metrics,
+            job_signal,
+            payments,
+            orders_changed,
+        };
         let (router, openapi, metrics) = router(state.clone());
         App { router, state, openapi, metrics }
     }
@@ -209,7 +221,23 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::api::queue_stats))
         .routes(routes!(jobs::api::get_job))
         .routes(routes!(jobs::api::retry_job))
-        .routes(routes!(jobs::api::discard_job));
+        .routes(routes!(jobs::api::discard_job))
+        .routes(routes!(orders::checkout::create_order, orders::api::list_orders))
+        .routes(routes!(orders::api::get_order))
+        .routes(routes!(orders::api::get_timeline))
+        .routes(routes!(orders::api::cancel_order))
+        .routes(routes!(orders::api::fulfil_order))
+        .routes(routes!(orders::api::refund_order))
+        .routes(routes!(orders::stream::order_events))
+        .routes(routes!(orders::checkout::create_own_order, orders::api::list_own_orders))
+        .routes(routes!(orders::api::get_own_order))
+        .routes(routes!(orders::api::cancel_own_order))
+        .routes(routes!(orders::stream::own_order_events))
+        .routes(routes!(webhooks::api::create_endpoint, webhooks::api::list_endpoints))
+        .routes(routes!(webhooks::api::get_endpoint, webhooks::api::delete_endpoint))
+        .routes(routes!(webhooks::api::get_secret))
+        .routes(routes!(webhooks::api::list_messages))
+        .routes(routes!(webhooks::api::redeliver));
     let customer_routes = OpenApiRouter::new()
         .routes(routes!(customers::signing::well_known))
         .routes(routes!(customers::auth::sign_up))
@@ -432,6 +460,7 @@ mod tests {
         let publisher = Publisher::new(db.clone(), Vec::new(), Vec::new());
         let cache: Cache = Arc::new(cache::MemoryStore::new());
         let tally = crate::tally::Tally::new(cache.clone(), Duration::from_secs(60));
+        let payments = crate::orders::payments::from_config(&config, &db);
         let state = AppState {
             db,
             cache,
@@ -440,6 +469,8 @@ mod tests {
             tally,
             metrics: Metrics::new(),
             job_signal: Default::default(),
+            payments,
+            orders_changed: tokio::sync::broadcast::channel(1).0,
         };
         (with_middleware(routes, state).0, dir)
     }

@@ -24,6 +24,10 @@ pub struct AppState {
     pub(crate) tally: Tally,
     /// Wakes this process's job worker when a write enqueued jobs (`jobs::wake`).
     pub(crate) job_signal: Arc<tokio::sync::Notify>,
+    /// The payment provider orders are charged through (behind its circuit breaker).
+    pub(crate) payments: Arc<dyn crate::orders::payments::PaymentProvider>,
+    /// Order ids whose timeline this process just extended, for live event streams.
+    pub(crate) orders_changed: tokio::sync::broadcast::Sender<String>,
     /// This process's Prometheus series, served at `/metrics`.
     pub(crate) metrics: Arc<Metrics>,
 }

@@ -65,7 +65,7 @@ pub(crate) struct Line {
 pub(crate) struct Reservation {
     id: String,
     reference: String,
-    /// `active`, `committed`, `released` or `expired`.
+    /// `active`, `committed`, `released`, `expired`, or `restocked` (committed, then returned to stock by a cancelled order).
     status: String,
     #[schema(value_type = String, format = DateTime)]
     expires_at: Millis,
@@ -165,12 +165,57 @@ pub(crate) async fn reserve(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let watch = Watch::start(&mut tx, wanted.keys().map(|(sku, _)| sku.clone()).collect()).await?;
+    let expires_at = now_millis().0 + (expires_in * 1000) as i64;
+    let holder = Holder { reference: new.reference.trim(), expires_at, actor: &principal.actor().to_string() };
+    let lines: Vec<Want> = wanted
+        .into_iter()
+        .map(|((sku, location), (quantity, line))| Want {
+            sku,
+            location,
+            quantity,
+            line,
+            handle: new.lines[line].location.clone(),
+        })
+        .collect();
+    let id = take(&mut tx, state.db.dialect(), &holder, &lines, state.config.low_stock_threshold).await?;
+    let reservation = load(&mut tx, &id).await?.ok_or_else(|| not_found(&id))?;
+    tx.commit().await?;
+    state.publisher.wake();
+    Ok((StatusCode::CREATED, Json(reservation)))
+}
+
+/// Who holds a reservation, and until when.
+pub(crate) struct Holder<'a> {
+    pub(crate) reference: &'a str,
+    pub(crate) expires_at: i64,
+    pub(crate) actor: &'a str,
+}
+
+/// One line to reserve: a SKU, from one location (its id) or from any, and where it stands
+/// in the caller's request (for messages).
+pub(crate) struct Want {
+    pub(crate) sku: String,
+    pub(crate) location: Option<String>,
+    pub(crate) quantity: i64,
+    pub(crate) line: usize,
+    pub(crate) handle: Option<String>,
+}
+
+/// Reserves every line inside `tx`, or none: a 409 `insufficient_stock` naming the short
+/// line. Returns the reservation's id. The caller commits and wakes the publisher.
+pub(crate) async fn take(
+    tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    holder: &Holder<'_>,
+    lines: &[Want],
+    low_stock: i64,
+) -> Result<String, ApiError> {
+    let watch = Watch::start(&mut *tx, lines.iter().map(|want| want.sku.clone()).collect()).await?;
     let now = now_millis().0;
     let id = crate::ids::new_id("rsv");
     let mut taken: BTreeMap<(String, String), i64> = BTreeMap::new();
-    let lock = if state.db.dialect() == Dialect::Postgres { " FOR UPDATE" } else { "" };
-    for ((sku, location), (quantity, line)) in &wanted {
+    let lock = if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" };
+    for Want { sku, location, quantity, line, handle } in lines {
         let at_location = if location.is_some() { "AND location_id = $2" } else { "" };
         let sql = format!(
             "SELECT location_id, on_hand - reserved AS available FROM inventory_levels
@@ -192,7 +237,7 @@ pub(crate) async fn reserve(
         levels.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let available: i64 = levels.iter().map(|(_, a)| (*a).max(0)).sum();
         if available < *quantity {
-            let place = match &new.lines[*line].location {
+            let place = match handle {
                 Some(handle) => format!(" at `{handle}`"),
                 None => String::new(),
             };
@@ -231,15 +276,14 @@ pub(crate) async fn reserve(
             return Err(ApiError::internal(format!("stock of {sku} changed under a lock")));
         }
     }
-    let expires_at = now + (expires_in * 1000) as i64;
     sqlx::query(
         "INSERT INTO inventory_reservations (id, reference, status, expires_at, actor, created_at, updated_at)
          VALUES ($1, $2, 'active', $3, $4, $5, $5)",
     )
     .bind(&id)
-    .bind(new.reference.trim())
-    .bind(expires_at)
-    .bind(principal.actor().to_string())
+    .bind(holder.reference)
+    .bind(holder.expires_at)
+    .bind(holder.actor)
     .bind(now)
     .execute(&mut *tx)
     .await?;
@@ -254,11 +298,8 @@ pub(crate) async fn reserve(
         .execute(&mut *tx)
         .await?;
     }
-    watch.finish(&mut tx, state.config.low_stock_threshold).await?;
-    let reservation = load(&mut tx, &id).await?.ok_or_else(|| not_found(&id))?;
-    tx.commit().await?;
-    state.publisher.wake();
-    Ok((StatusCode::CREATED, Json(reservation)))
+    watch.finish(&mut *tx, low_stock).await?;
+    Ok(id)
 }
 
 /// One reservation.
@@ -276,19 +317,44 @@ pub(crate) async fn get_reservation(
     load(&mut conn, &id).await?.map(Json).ok_or_else(|| not_found(&id))
 }
 
-/// Where an active reservation goes, and what that does to the stock it holds.
+/// Where a reservation goes, and what that does to the stock it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(crate) enum End {
     /// Sold: the units leave on-hand stock for `committed`.
     Commit,
     /// Given back by the caller.
     Release,
     /// Given back by the clock.
     Expire,
+    /// A committed reservation whose sale was undone (a cancelled order): its units
+    /// return from `committed` to on-hand stock.
+    Restock,
 }
 
-/// Moves the active reservation `id` to `end` with its stock, inside `tx`; `false` when it
-/// was no longer active (or, for a commit, already past its expiry).
+/// Moves the reservation `id` to `end` with its stock, inside the caller's transaction,
+/// republishing the variants whose availability class moved; `false` when it was not in
+/// the state `end` moves from (active; committed for a restock) or, for a commit, already
+/// past its expiry.
+pub(crate) async fn end_in(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    end: End,
+    low_stock: i64,
+) -> Result<bool, sqlx::Error> {
+    let skus: Vec<String> = sqlx::query_scalar("SELECT sku FROM inventory_reservation_lines WHERE reservation_id = $1")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let watch = Watch::start(&mut *conn, skus).await?;
+    if !finish(&mut *conn, id, end, now_millis().0).await? {
+        return Ok(false);
+    }
+    watch.finish(&mut *conn, low_stock).await?;
+    Ok(true)
+}
+
+/// Moves the reservation `id` to `end` with its stock, inside `tx`; `false` when it was
+/// not in the state `end` moves from (or, for a commit, already past its expiry).
 async fn finish(conn: &mut sqlx::AnyConnection, id: &str, end: End, now: i64) -> Result<bool, sqlx::Error> {
     let moved = match end {
         End::Commit => sqlx::query(
@@ -301,6 +367,9 @@ async fn finish(conn: &mut sqlx::AnyConnection, id: &str, end: End, now: i64) ->
         End::Expire => sqlx::query(
             "UPDATE inventory_reservations SET status = 'expired', updated_at = $1
              WHERE id = $2 AND status = 'active' AND expires_at <= $1",
+        ),
+        End::Restock => sqlx::query(
+            "UPDATE inventory_reservations SET status = 'restocked', updated_at = $1 WHERE id = $2 AND status = 'committed'",
         ),
     }
     .bind(now)
@@ -323,6 +392,10 @@ async fn finish(conn: &mut sqlx::AnyConnection, id: &str, end: End, now: i64) ->
             }
             End::Release | End::Expire => {
                 "UPDATE inventory_levels SET reserved = reserved - $1, updated_at = $2 WHERE sku = $3 AND location_id = $4"
+            }
+            End::Restock => {
+                "UPDATE inventory_levels SET on_hand = on_hand + $1, committed = committed - $1, updated_at = $2
+                 WHERE sku = $3 AND location_id = $4"
             }
         };
         sqlx::query(sql).bind(quantity).bind(now).bind(&sku).bind(&location).execute(&mut *conn).await?;

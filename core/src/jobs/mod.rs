@@ -227,7 +227,7 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Every kind the core itself enqueues.
     pub fn standard() -> Registry {
-        Registry::default()
+        crate::webhooks::register(crate::orders::saga::register(Registry::default()))
     }
 
     pub fn with(mut self, kind: impl Into<String>, handler: impl Handler) -> Registry {

@@ -1,7 +1,7 @@
 //! What a key may do. `admin` may do everything; `read` may read everything except keys;
 //! `events:ingest` is for edges sending events back;
 //! capability write scopes (`links:write`, `flags:write`, `ratelimit:write`,
-//! `customers:write`, `autocomplete:write`, `catalog:write`, `inventory:write`, `jobs:write`) let a key
+//! `customers:write`, `autocomplete:write`, `catalog:write`, `inventory:write`, `jobs:write`, `orders:write`) let a key
 //! change one capability; `ratelimit:check` lets an origin ask for decisions and nothing else.
 
 use std::fmt;
@@ -46,6 +46,9 @@ pub enum Scope {
     /// Retry and discard background jobs.
     #[serde(rename = "jobs:write")]
     JobsWrite,
+    /// Place, cancel, fulfil and refund orders; register webhook endpoints.
+    #[serde(rename = "orders:write")]
+    OrdersWrite,
 }
 
 impl Scope {
@@ -62,6 +65,7 @@ impl Scope {
         Scope::CatalogWrite,
         Scope::InventoryWrite,
         Scope::JobsWrite,
+        Scope::OrdersWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl Scope {
             Scope::CatalogWrite => "catalog:write",
             Scope::InventoryWrite => "inventory:write",
             Scope::JobsWrite => "jobs:write",
+            Scope::OrdersWrite => "orders:write",
         }
     }
 }
