@@ -60,6 +60,9 @@ pub struct Config {
     pub payment_provider: String,
     /// How long a failing payment provider is left alone before one call tries it again.
     pub payment_breaker_cooldown_ms: u64,
+    /// The first wait before a failed webhook delivery is retried; each later one doubles
+    /// (jittered), up to an hour, for 12 attempts in all.
+    pub webhook_retry_backoff_ms: u64,
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub shutdown_grace_ms: u64,
     /// `text` for people, `json` for log collectors.
@@ -126,6 +129,7 @@ impl Default for Config {
             tax_rates: String::new(),
             payment_provider: "test".to_owned(),
             payment_breaker_cooldown_ms: 10_000,
+            webhook_retry_backoff_ms: 5_000,
             shutdown_grace_ms: 10_000,
             log_format: LogFormat::Text,
             edge_store: None,

@@ -145,6 +145,10 @@ pub enum JobError {
     /// Try again after the backoff; counts as an attempt.
     #[error("{0}")]
     Retry(String),
+    /// Try again after `after` rather than the job's own backoff (an endpoint's
+    /// `Retry-After`, a schedule of the handler's); counts as an attempt.
+    #[error("{reason}")]
+    RetryAfter { after: Duration, reason: String },
     /// Give up now: the job is dead whatever attempts it has left.
     #[error("{0}")]
     Fatal(String),
@@ -247,7 +251,7 @@ impl Registry {
 /// The wait before retry number `attempt` (1 after the first failure): the backoff doubled
 /// per attempt, capped, then jittered into its upper half so a burst of failures does not
 /// retry in lockstep.
-fn retry_delay(first: Duration, attempt: i64) -> Duration {
+pub(crate) fn retry_delay(first: Duration, attempt: i64) -> Duration {
     let doublings = u32::try_from(attempt.saturating_sub(1).clamp(0, 32)).unwrap_or(32);
     let full = first.saturating_mul(2u32.saturating_pow(doublings)).min(MAX_BACKOFF);
     let half = full / 2;

@@ -226,6 +226,7 @@ impl Worker {
             JobError::Defer { after, .. } => ("queued", now + after.as_millis() as i64, job.attempt - 1),
             JobError::Fatal(_) => ("dead", now, job.attempt),
             _ if job.attempt >= job.max_attempts => ("dead", now, job.attempt),
+            JobError::RetryAfter { after, .. } => ("queued", now + after.as_millis() as i64, job.attempt),
             _ => {
                 let delay = retry_delay(Duration::from_millis(job.backoff_ms.max(0) as u64), job.attempt);
                 ("queued", now + delay.as_millis() as i64, job.attempt)

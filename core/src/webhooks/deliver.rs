@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{DELIVER, sign};
-use crate::jobs::{Handler, JobCtx, JobError, Registry};
+use crate::jobs::{Handler, JobCtx, JobError, Registry, retry_delay};
 use crate::time::now_millis;
 
 pub(crate) fn register(registry: Registry) -> Registry {
@@ -59,6 +59,15 @@ impl Handler for Deliver {
             .body(payload)
             .send()
             .await;
+        // An endpoint asking for time (429/503 with `Retry-After` in seconds) gets it, up
+        // to an hour; otherwise the configured backoff, doubled per attempt.
+        let asked = sent
+            .as_ref()
+            .ok()
+            .and_then(|r| r.headers().get("retry-after"))
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let first = Duration::from_millis(job.state.config.webhook_retry_backoff_ms);
+        let wait = asked.map_or_else(|| retry_delay(first, job.attempt), |secs| Duration::from_secs(secs.min(3600)));
         let (code, error) = match &sent {
             Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
             Ok(response) => {
@@ -98,9 +107,9 @@ impl Handler for Deliver {
                 tx.commit().await?;
                 Ok(())
             }
-            Some(error) => {
+            Some(reason) => {
                 tx.commit().await?;
-                Err(JobError::Retry(error))
+                Err(JobError::RetryAfter { after: wait, reason })
             }
         }
     }

@@ -45,9 +45,9 @@ pub(crate) const DELIVER: &str = "webhook.deliver";
 const ATTEMPTS: i64 = 12;
 
 fn delivery(message_id: &str) -> NewJob {
+    // The handler picks each retry's wait (configuration, or the endpoint's Retry-After).
     NewJob::new(DELIVER, json!({ "message_id": message_id }))
         .max_attempts(ATTEMPTS)
-        .backoff(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(20))
 }
 
