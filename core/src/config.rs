@@ -56,8 +56,12 @@ pub struct Config {
     /// Flat tax rates per region, in percent: `DE=19,FR=20,US-CA=7.25`. An order is taxed
     /// at its shipping address's `country-region` rate, else its country's, else not.
     pub tax_rates: String,
-    /// `test`: the built-in test provider (docs/orders.md).
+    /// `test` (the built-in test provider, docs/orders.md) or `stripe`.
     pub payment_provider: String,
+    /// Stripe's secret API key (`sk_…`), for `payment_provider = "stripe"`.
+    pub stripe_secret_key: Option<SecretString>,
+    /// Where the Stripe API is (a local `localstripe` in tests).
+    pub stripe_api_base: String,
     /// How long a failing payment provider is left alone before one call tries it again.
     pub payment_breaker_cooldown_ms: u64,
     /// The first wait before a failed webhook delivery is retried; each later one doubles
@@ -128,6 +132,8 @@ impl Default for Config {
             job_retention_hours: 168,
             tax_rates: String::new(),
             payment_provider: "test".to_owned(),
+            stripe_secret_key: None,
+            stripe_api_base: "https://api.stripe.com".to_owned(),
             payment_breaker_cooldown_ms: 10_000,
             webhook_retry_backoff_ms: 5_000,
             shutdown_grace_ms: 10_000,
@@ -208,7 +214,11 @@ impl Config {
         self.tax_rates().map_err(ConfigError::Invalid)?;
         match self.payment_provider.as_str() {
             "test" => {}
-            other => return Err(ConfigError::Invalid(format!("payment_provider must be `test`, not `{other}`"))),
+            "stripe" if self.stripe_secret_key.is_some() => {}
+            "stripe" => return invalid("payment_provider = stripe needs VERGE_STRIPE_SECRET_KEY"),
+            other => {
+                return Err(ConfigError::Invalid(format!("payment_provider must be `test` or `stripe`, not `{other}`")));
+            }
         }
         if self.low_stock_threshold < 0 {
             return invalid("low_stock_threshold must not be negative");

@@ -462,3 +462,93 @@ async fn each_change_reaches_the_orders_event_stream_and_a_reconnect_resumes_aft
     let missing = shop.app.get("/v1/orders/ord_missing/events", Some(&shop.key)).await;
     missing.problem(StatusCode::NOT_FOUND, "not_found");
 }
+
+/// localstripe (a stateful Stripe test server from PyPI; scripts/test installs it and names
+/// it in `VERGE_LOCALSTRIPE`) on a free loopback port, stopped on drop.
+struct LocalStripe {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for LocalStripe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LocalStripe {
+    fn start() -> LocalStripe {
+        let program = std::env::var("VERGE_LOCALSTRIPE")
+            .expect("VERGE_LOCALSTRIPE must name the localstripe command (scripts/test installs it and sets it)");
+        let port = common::process::free_port();
+        let child = std::process::Command::new(program)
+            .args(["--port", &port.to_string(), "--from-scratch"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("localstripe starts");
+        let base = format!("http://127.0.0.1:{port}");
+        common::process::until("localstripe answers", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        LocalStripe { child, base }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let reply = common::process::http(&self.base, "GET", path, &[("authorization", "Bearer sk_test_verge")], "");
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        serde_json::from_str(&reply.body).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_stripe_provider_authorises_captures_voids_and_refunds_payment_intents_on_localstripe() {
+    let stripe = LocalStripe::start();
+    let base = stripe.base.clone();
+    let shop = Shop::open(move |config| {
+        config.payment_provider = "stripe".into();
+        config.stripe_api_base = base;
+        config.stripe_secret_key = Some("sk_test_verge".to_owned().into());
+    })
+    .await;
+    let refused = shop.post_order(Some("card"), &order_body(json!([{"sku": "TEE-M", "quantity": 1}]), OK_CARD)).await;
+    assert_eq!(refused.validation_fields(), ["/payment/method"], "Stripe takes PaymentMethod ids, never card numbers");
+
+    let placed = shop.order(json!([{"sku": "TEE-M", "quantity": 1}]), "pm_card_visa").await;
+    let id = placed["id"].as_str().unwrap();
+    let confirmed = shop.settles(id, "confirmed", "authorized").await;
+    let intent_id = confirmed["payment"]["reference"].as_str().unwrap().to_owned();
+    assert!(intent_id.starts_with("pi_"), "{confirmed}");
+    let intent = stripe.get(&format!("/v1/payment_intents/{intent_id}"));
+    assert_eq!(
+        (intent["status"].as_str(), intent["capture_method"].as_str()),
+        (Some("requires_capture"), Some("manual"))
+    );
+    assert_eq!((intent["amount"].as_i64(), intent["currency"].as_str()), (Some(2379), Some("eur")), "19.99 + 19 % VAT");
+    assert_eq!(intent["metadata"]["order_id"], id);
+
+    let fulfil = format!("/v1/orders/{id}/fulfil");
+    shop.app.call(Method::POST, &fulfil, Some(&shop.key), Some(json!({"tracking": "UPS 1"}))).await.ok();
+    shop.settles(id, "fulfilled", "captured").await;
+    assert_eq!(stripe.get(&format!("/v1/payment_intents/{intent_id}"))["status"], "succeeded");
+    let refund = json!({"amount": 379, "reason": "VAT exempt"});
+    shop.app.call(Method::POST, &format!("/v1/orders/{id}/refunds"), Some(&shop.key), Some(refund)).await;
+    shop.settles(id, "fulfilled", "partially_refunded").await;
+    let refunds = stripe.get(&format!("/v1/refunds?payment_intent={intent_id}"));
+    let amounts: Vec<i64> = refunds["data"].as_array().unwrap().iter().map(|r| r["amount"].as_i64().unwrap()).collect();
+    assert_eq!(amounts, [379]);
+
+    let declined = shop.order(json!([{"sku": "TEE-L", "quantity": 1}]), "pm_card_chargeCustomerFail").await;
+    let failed = shop.settles(declined["id"].as_str().unwrap(), "failed", "failed").await;
+    assert_eq!(failed["failure"]["code"], "card_declined");
+
+    let kept = shop.order(json!([{"sku": "TEE-L", "quantity": 1}]), "pm_card_visa").await;
+    let kept_id = kept["id"].as_str().unwrap();
+    let authorised = shop.settles(kept_id, "confirmed", "authorized").await;
+    let cancel = format!("/v1/orders/{kept_id}/cancel");
+    shop.app.call(Method::POST, &cancel, Some(&shop.key), Some(json!({}))).await.ok();
+    shop.settles(kept_id, "cancelled", "voided").await;
+    let voided = stripe.get(&format!("/v1/payment_intents/{}", authorised["payment"]["reference"].as_str().unwrap()));
+    assert_eq!(voided["status"], "canceled");
+}

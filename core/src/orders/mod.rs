@@ -14,6 +14,7 @@ pub(crate) mod idempotency;
 pub mod payments;
 pub(crate) mod saga;
 pub(crate) mod stream;
+mod stripe;
 mod tax;
 pub(crate) mod timeline;
 
