@@ -217,7 +217,9 @@ impl Config {
             "stripe" if self.stripe_secret_key.is_some() => {}
             "stripe" => return invalid("payment_provider = stripe needs VERGE_STRIPE_SECRET_KEY"),
             other => {
-                return Err(ConfigError::Invalid(format!("payment_provider must be `test` or `stripe`, not `{other}`")));
+                return Err(ConfigError::Invalid(format!(
+                    "payment_provider must be `test` or `stripe`, not `{other}`"
+                )));
             }
         }
         if self.low_stock_threshold < 0 {

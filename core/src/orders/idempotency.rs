@@ -10,7 +10,7 @@
 //!   that does the work, so an acknowledged response is always the one replayed. A request
 //!   refused before doing anything (a validation error) frees its key, as Stripe does, so
 //!   the corrected request may reuse it. A claim whose request died with its process is
-//!   taken over after [`LOCK_MS`].
+//!   taken over after [`LOCK_MS`] (10 s).
 //! - Keys are kept for [`KEY_TTL_MS`] (24 hours), then forgotten.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -22,8 +22,10 @@ use crate::error::ApiError;
 use crate::time::now_millis;
 
 pub(crate) const KEY_TTL_MS: i64 = 24 * 3600 * 1000;
-/// How long a claimed key stays locked to the request that claimed it.
-pub(crate) const LOCK_MS: i64 = 30_000;
+/// How long a claimed key stays locked to the request that claimed it; a request still
+/// running after it cannot store its response (see [`Claim::finish`]), so a shorter lock
+/// only makes a retry after a crash wait less.
+pub(crate) const LOCK_MS: i64 = 10_000;
 const MAX_KEY_LEN: usize = 255;
 
 /// A key this request holds: finish it with the response, or abandon it.
@@ -31,6 +33,9 @@ const MAX_KEY_LEN: usize = 255;
 pub(crate) struct Claim {
     owner: String,
     key: String,
+    /// The lock's end as this request set it: the claim's token. A request whose claim
+    /// was taken over (it outlived its lock) cannot store its response, so it rolls back.
+    locked_until: i64,
 }
 
 pub(crate) enum Begun {
@@ -95,7 +100,7 @@ pub(crate) async fn begin(
         .execute(db.pool())
         .await?;
         if claimed.rows_affected() == 1 {
-            return Ok(Begun::Fresh(Claim { owner: owner.to_owned(), key }));
+            return Ok(Begun::Fresh(Claim { owner: owner.to_owned(), key, locked_until: now + LOCK_MS }));
         }
         let row: Option<StoredKey> = sqlx::query_as(
             "SELECT fingerprint, state, status, response, locked_until, expires_at FROM idempotency_keys
@@ -149,40 +154,51 @@ pub(crate) async fn begin(
         .execute(db.pool())
         .await?;
         if taken.rows_affected() == 1 {
-            return Ok(Begun::Fresh(Claim { owner: owner.to_owned(), key }));
+            return Ok(Begun::Fresh(Claim { owner: owner.to_owned(), key, locked_until: now + LOCK_MS }));
         }
     }
     Err(ApiError::conflict("idempotency_key_in_use", "this `Idempotency-Key` is contended; retry shortly"))
 }
 
 impl Claim {
-    /// Stores the response in the transaction that did the work.
+    /// Stores the response in the transaction that did the work; a 409 (roll back) when
+    /// the claim was taken over meanwhile.
     pub(crate) async fn finish(
         &self,
         conn: &mut sqlx::AnyConnection,
         status: StatusCode,
         body: &str,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET state = 'done', status = $1, response = $2 WHERE owner = $3 AND idem_key = $4",
+    ) -> Result<(), ApiError> {
+        let stored = sqlx::query(
+            "UPDATE idempotency_keys SET state = 'done', status = $1, response = $2
+             WHERE owner = $3 AND idem_key = $4 AND state = 'running' AND locked_until = $5",
         )
         .bind(i64::from(status.as_u16()))
         .bind(body)
         .bind(&self.owner)
         .bind(&self.key)
+        .bind(self.locked_until)
         .execute(&mut *conn)
         .await?;
+        if stored.rows_affected() != 1 {
+            return Err(ApiError::conflict(
+                "idempotency_key_in_use",
+                "this request outlived its hold on the `Idempotency-Key` and another took it over; retry to get that one's answer",
+            ));
+        }
         Ok(())
     }
 
-    /// Frees the key of a request refused before it did anything.
+    /// Frees the key of a request refused before it did anything (if it still holds it).
     pub(crate) async fn abandon(self, db: &Database) {
-        let freed =
-            sqlx::query("DELETE FROM idempotency_keys WHERE owner = $1 AND idem_key = $2 AND state = 'running'")
-                .bind(&self.owner)
-                .bind(&self.key)
-                .execute(db.pool())
-                .await;
+        let freed = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE owner = $1 AND idem_key = $2 AND state = 'running' AND locked_until = $3",
+        )
+        .bind(&self.owner)
+        .bind(&self.key)
+        .bind(self.locked_until)
+        .execute(db.pool())
+        .await;
         if let Err(err) = freed {
             tracing::warn!(error = %err, "freeing an idempotency key failed; it unlocks by itself");
         }
