@@ -202,7 +202,10 @@ async fn killing_the_core_at_random_moments_loses_and_doubles_nothing() {
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
     let retried = retries.load(Ordering::Relaxed);
-    eprintln!("{ORDERS} checkouts, {kills} kills, {retried} client retries");
+    #[allow(clippy::print_stderr)] // what the run did, for the log
+    {
+        eprintln!("{ORDERS} checkouts, {kills} kills, {retried} client retries");
+    }
     assert_eq!(acknowledged.len(), ORDERS);
 
     // Every acknowledged order exists once, and is what its key replays.
