@@ -14,7 +14,7 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use verge_core::jobs::{Registry, Worker};
+use verge_core::jobs::Worker;
 use verge_core::keys::{self, NewKey, Scope};
 use verge_core::{App, Config};
 
@@ -55,7 +55,7 @@ async fn main() {
     let app = App::build(config).await.unwrap();
     let new = NewKey { name: "bench".into(), scopes: vec![Scope::Admin], expires_at: None };
     let key = keys::create(&app.state.db, new, &verge_core::audit::Actor::System).await.unwrap().token;
-    tokio::spawn(Worker::new(app.state.clone(), Registry::standard()).run(std::future::pending()));
+    tokio::spawn(Worker::new(app.state.clone(), verge_core::server::job_registry()).run(std::future::pending()));
     let sku = format!("SSE-{}", std::process::id());
     let product = json!({"handle": sku.to_lowercase(), "title": "Bench", "status": "published",
         "variants": [{"sku": sku, "title": "Bench", "prices": [{"currency": "EUR", "amount": 500}]}]});

@@ -281,7 +281,7 @@ async fn run_until(
         tracing::warn!(error = %err, "scheduling the idempotency-key sweep failed; the next start will");
     }
     let worker = (app.state.config.job_concurrency > 0).then(|| {
-        let worker = crate::jobs::Worker::new(app.state.clone(), crate::jobs::Registry::standard());
+        let worker = crate::jobs::Worker::new(app.state.clone(), server::job_registry());
         tokio::spawn(worker.run(stopped(stop_rx.clone())))
     });
     let mut server = std::pin::pin!(server::serve(listener, app.router, stopped(stop_rx), grace));

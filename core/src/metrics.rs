@@ -108,15 +108,14 @@ impl Metrics {
         self.job_attempts.get_or_create(&JobLabels { kind: kind.to_owned(), outcome }).inc();
     }
 
-    /// Sets the queue gauges; kinds and states no longer present read 0.
-    pub(crate) fn set_job_depths(&self, (depths, oldest_due): &(Vec<crate::jobs::api::Depth>, f64)) {
+    /// Sets the queue gauges from (kind, state, jobs) and the oldest due job's wait;
+    /// kinds and states no longer present disappear.
+    pub(crate) fn set_job_depths<'a>(&self, depths: impl Iterator<Item = (&'a str, &'a str, i64)>, oldest_due: f64) {
         self.job_depth.clear();
-        for depth in depths {
-            self.job_depth
-                .get_or_create(&DepthLabels { kind: depth.kind.clone(), state: depth.state.clone() })
-                .set(depth.jobs);
+        for (kind, state, jobs) in depths {
+            self.job_depth.get_or_create(&DepthLabels { kind: kind.to_owned(), state: state.to_owned() }).set(jobs);
         }
-        self.job_oldest_due.set(*oldest_due);
+        self.job_oldest_due.set(oldest_due);
     }
 
     fn render(&self) -> String {

@@ -65,6 +65,11 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every capability's edge dataset source, in publishing order. Capabilities add theirs
 /// here, where their routes are added too, so `publish` never imports the domains it serves.
+/// Every job kind the core enqueues, with its handler.
+pub fn job_registry() -> crate::jobs::Registry {
+    webhooks::register(orders::saga::register(crate::jobs::Registry::default()))
+}
+
 pub fn edge_sources(config: &Config) -> Vec<Arc<dyn publish::DatasetSource>> {
     vec![
         Arc::new(edge::settings::SettingsSource),
@@ -101,7 +106,7 @@ impl App {
         let tally = crate::tally::Tally::new(cache.clone(), crate::ratelimit::STATS_KEPT_FOR);
         let metrics = Metrics::new();
         let job_signal = Arc::new(tokio::sync::Notify::new());
-        let payments = crate::orders::payments::from_config(&config, &db);
+        let payments = crate::orders::payment_provider(&config, &db);
         let (orders_changed, _) = tokio::sync::broadcast::channel(1024);
         let state = AppState {
             db,
@@ -460,7 +465,7 @@ mod tests {
         let publisher = Publisher::new(db.clone(), Vec::new(), Vec::new());
         let cache: Cache = Arc::new(cache::MemoryStore::new());
         let tally = crate::tally::Tally::new(cache.clone(), Duration::from_secs(60));
-        let payments = crate::orders::payments::from_config(&config, &db);
+        let payments = crate::orders::payment_provider(&config, &db);
         let state = AppState {
             db,
             cache,

@@ -14,7 +14,7 @@ use common::{Reply, TestApp};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use verge_core::jobs::{Registry, Worker};
+use verge_core::jobs::Worker;
 use verge_core::keys::Scope;
 
 const OK_CARD: &str = "4242424242424242";
@@ -51,7 +51,7 @@ impl Shop {
             app.call(Method::POST, "/v1/inventory/adjustments", Some(&key), Some(stock)).await.ok();
         }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = Worker::new(app.app.state.clone(), Registry::standard());
+        let worker = Worker::new(app.app.state.clone(), verge_core::server::job_registry());
         tokio::spawn(worker.run(async move {
             let _ = stopped.await;
         }));

@@ -46,20 +46,7 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: 
     let (head, rest) = text.split_once("\r\n\r\n")?;
     let status = head.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    Some((status, if chunked { dechunk(rest) } else { rest.to_owned() }))
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 || tail.len() < size {
-            break;
-        }
-        out.push_str(&tail[..size]);
-        rest = tail[size..].trim_start_matches("\r\n");
-    }
-    out
+    Some((status, if chunked { common::process::dechunk(rest) } else { rest.to_owned() }))
 }
 
 fn start(config: &verge_core::Config, work: &std::path::Path, port: u16) -> Child {

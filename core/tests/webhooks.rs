@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use common::TestApp;
 use serde_json::{Value, json};
-use verge_core::jobs::{Registry, Worker};
+use verge_core::jobs::Worker;
 
 struct Receiver {
     child: Child,
@@ -74,7 +74,7 @@ async fn order_events_arrive_signed_retried_until_accepted_logged_and_redelivera
     let app = TestApp::with(|config| config.webhook_retry_backoff_ms = 50).await;
     let key = app.admin().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(Worker::new(app.app.state.clone(), Registry::standard()).run(async move {
+    tokio::spawn(Worker::new(app.app.state.clone(), verge_core::server::job_registry()).run(async move {
         let _ = stopped.await;
     }));
     let receiver = Receiver::start(2);

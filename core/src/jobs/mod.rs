@@ -216,7 +216,8 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Which handler runs which kind. Workers claim only kinds they have a handler for, so a
-/// replica running an older build leaves newer kinds to the others.
+/// replica running an older build leaves newer kinds to the others. The server assembles
+/// the core's own (`server::job_registry`); each domain adds its kinds.
 #[derive(Default, Clone)]
 pub struct Registry {
     handlers: BTreeMap<String, Arc<dyn Handler>>,
@@ -229,11 +230,6 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Every kind the core itself enqueues.
-    pub fn standard() -> Registry {
-        crate::webhooks::register(crate::orders::saga::register(Registry::default()))
-    }
-
     pub fn with(mut self, kind: impl Into<String>, handler: impl Handler) -> Registry {
         self.handlers.insert(kind.into(), Arc::new(handler));
         self

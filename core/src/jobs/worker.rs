@@ -326,7 +326,10 @@ impl Worker {
             tracing::warn!(error = %err, "deleting finished jobs failed; will retry");
         }
         match super::api::depths(&self.state.db).await {
-            Ok(depths) => self.state.metrics.set_job_depths(&depths),
+            Ok((depths, oldest)) => self
+                .state
+                .metrics
+                .set_job_depths(depths.iter().map(|d| (d.kind.as_str(), d.state.as_str(), d.jobs)), oldest),
             Err(err) => tracing::warn!(error = %err, "reading job queue depths failed"),
         }
     }

@@ -232,7 +232,12 @@ async fn price(
     .fetch_one(&mut *conn)
     .await?;
     let charged = [Some(amount), sale, listed].into_iter().flatten().min().unwrap_or(amount);
-    let title = if variant == product || variant.is_empty() { product } else { format!("{product} — {variant}") };
+    // A product without options has one variant titled `Default`: the product's title says it.
+    let title = if variant == product || variant.is_empty() || variant == "Default" {
+        product
+    } else {
+        format!("{product} — {variant}")
+    };
     Ok(Ok(Priced {
         sku: sku.to_owned(),
         variant_id,

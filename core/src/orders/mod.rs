@@ -18,11 +18,14 @@ mod stripe;
 mod tax;
 pub(crate) mod timeline;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 use utoipa::ToSchema;
 
+use self::payments::PaymentProvider;
 use crate::error::ApiError;
 use crate::keys::{Grants, Scope};
 use crate::time::Millis;
@@ -116,6 +119,15 @@ impl PaymentStatus {
     fn parse(text: &str) -> Option<PaymentStatus> {
         serde_json::from_value(Value::String(text.to_owned())).ok()
     }
+}
+
+/// The payment provider the configuration names, behind its circuit breaker.
+pub(crate) fn payment_provider(config: &crate::config::Config, db: &crate::db::Database) -> Arc<dyn PaymentProvider> {
+    let provider: Arc<dyn PaymentProvider> = match (config.payment_provider.as_str(), &config.stripe_secret_key) {
+        ("stripe", Some(key)) => Arc::new(stripe::Stripe::new(&config.stripe_api_base, key.clone())),
+        _ => Arc::new(payments::TestProvider::new(db.clone())),
+    };
+    Arc::new(payments::Breaker::new(provider, config.payment_breaker_cooldown()))
 }
 
 /// A 409 for a move the state machine does not allow.

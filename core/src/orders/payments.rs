@@ -265,18 +265,6 @@ impl PaymentProvider for TestProvider {
     }
 }
 
-/// The provider the configuration names, behind its breaker.
-pub(crate) fn from_config(config: &crate::config::Config, db: &Database) -> std::sync::Arc<dyn PaymentProvider> {
-    let provider: std::sync::Arc<dyn PaymentProvider> =
-        match (config.payment_provider.as_str(), &config.stripe_secret_key) {
-            ("stripe", Some(key)) => {
-                std::sync::Arc::new(super::stripe::Stripe::new(&config.stripe_api_base, key.clone()))
-            }
-            _ => std::sync::Arc::new(TestProvider::new(db.clone())),
-        };
-    std::sync::Arc::new(Breaker::new(provider, config.payment_breaker_cooldown()))
-}
-
 /// Consecutive failures that open the breaker.
 const BREAKER_THRESHOLD: u32 = 5;
 

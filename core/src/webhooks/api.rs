@@ -13,11 +13,23 @@ use utoipa::ToSchema;
 
 use super::{EVENT_TYPES, delivery, new_secret};
 use crate::error::{ApiError, ApiJson, ApiQuery, FieldError, Problem};
-use crate::keys::Authorized;
-use crate::orders::{OrderReaders, OrderWriters};
+use crate::keys::{Authorized, Grants, Scope};
 use crate::pagination::{Cursor, Page, PageParams};
 use crate::state::AppState;
 use crate::time::{Millis, now_millis};
+
+/// Webhooks carry order events, so the order scopes govern them.
+#[derive(Debug)]
+pub(crate) struct WebhookWriters;
+impl Grants for WebhookWriters {
+    const SCOPES: &'static [Scope] = &[Scope::OrdersWrite];
+}
+
+#[derive(Debug)]
+pub(crate) struct WebhookReaders;
+impl Grants for WebhookReaders {
+    const SCOPES: &'static [Scope] = &[Scope::Read, Scope::OrdersWrite];
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +87,7 @@ async fn load(state: &AppState, id: &str) -> Result<(Endpoint, String), ApiError
 )]
 pub(crate) async fn create_endpoint(
     State(state): State<AppState>,
-    Authorized(principal, _): Authorized<OrderWriters>,
+    Authorized(principal, _): Authorized<WebhookWriters>,
     ApiJson(new): ApiJson<NewEndpoint>,
 ) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
     let mut errors = Vec::new();
@@ -145,7 +157,7 @@ pub(crate) async fn create_endpoint(
 )]
 pub(crate) async fn list_endpoints(
     State(state): State<AppState>,
-    _: Authorized<OrderReaders>,
+    _: Authorized<WebhookReaders>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Endpoint>>, ApiError> {
     let cursor = Cursor::from_params(&params)?;
@@ -166,7 +178,7 @@ pub(crate) async fn list_endpoints(
 )]
 pub(crate) async fn get_endpoint(
     State(state): State<AppState>,
-    _: Authorized<OrderReaders>,
+    _: Authorized<WebhookReaders>,
     Path(id): Path<String>,
 ) -> Result<Json<Endpoint>, ApiError> {
     Ok(Json(load(&state, &id).await?.0))
@@ -180,7 +192,7 @@ pub(crate) async fn get_endpoint(
 )]
 pub(crate) async fn delete_endpoint(
     State(state): State<AppState>,
-    Authorized(principal, _): Authorized<OrderWriters>,
+    Authorized(principal, _): Authorized<WebhookWriters>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let (endpoint, _) = load(&state, &id).await?;
@@ -214,7 +226,7 @@ pub(crate) struct Secret {
 )]
 pub(crate) async fn get_secret(
     State(state): State<AppState>,
-    _: Authorized<OrderWriters>,
+    _: Authorized<WebhookWriters>,
     Path(id): Path<String>,
 ) -> Result<Json<Secret>, ApiError> {
     Ok(Json(Secret { secret: load(&state, &id).await?.1 }))
@@ -281,7 +293,7 @@ async fn message_from(state: &AppState, row: &sqlx::any::AnyRow) -> Result<Messa
 )]
 pub(crate) async fn list_messages(
     State(state): State<AppState>,
-    _: Authorized<OrderReaders>,
+    _: Authorized<WebhookReaders>,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Message>>, ApiError> {
@@ -308,7 +320,7 @@ pub(crate) async fn list_messages(
 )]
 pub(crate) async fn redeliver(
     State(state): State<AppState>,
-    Authorized(principal, _): Authorized<OrderWriters>,
+    Authorized(principal, _): Authorized<WebhookWriters>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     let mut tx = state.db.begin_write().await?;

@@ -192,7 +192,7 @@ pub fn http(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     Reply { status, headers, body }
 }
 
-fn dechunk(mut rest: &str) -> String {
+pub fn dechunk(mut rest: &str) -> String {
     let mut out = String::new();
     while let Some((size, tail)) = rest.split_once("\r\n") {
         let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
