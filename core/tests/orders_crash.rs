@@ -1,10 +1,12 @@
 //! Checkouts survive the core being killed at any moment. 1,000 checkouts from 40 clients,
-//! each retrying with its idempotency key whenever it gets no answer, a 409 or a 5xx, while
-//! `verge serve` is killed with SIGKILL at random moments and restarted on the same data.
-//! Afterwards: every acknowledged order exists exactly once and is the one its key replays;
-//! every authorisation belongs to exactly one order, for its total; no saga step took
-//! effect twice; the stock sums hold; and every saga finished (nothing left pending, no job
-//! dead). Runs on this run's database (PostgreSQL in the services pass).
+//! each retrying with its idempotency key whenever it gets no answer, a 409 or a 5xx, then
+//! every paid order fulfilled (which captures its payment), while `verge serve` is killed
+//! with SIGKILL at random moments and restarted on the same data. Afterwards: every
+//! acknowledged order exists exactly once and is the one its key replays; every
+//! authorisation belongs to exactly one order, for its total; every shipped order was
+//! captured once, for its total; no saga step took effect twice; the stock sums hold; and
+//! every saga finished (nothing left pending, no job dead). Runs on this run's database
+//! (PostgreSQL in the services pass).
 
 mod common;
 
@@ -163,6 +165,39 @@ async fn killing_the_core_at_random_moments_loses_and_doubles_nothing() {
     for client in clients {
         client.join().expect("a client failed");
     }
+    // Then every order that was paid for ships, through more kills: fulfilling captures the
+    // payment, so no capture may be lost or doubled either. A fulfil whose answer was lost
+    // is retried; its 409 (already fulfilled) is then the answer. A pending order is tried
+    // again later, until its saga (perhaps waiting on a dead core's lease) confirms it.
+    let to_ship: Vec<String> =
+        acknowledged.lock().unwrap().values().filter(|(_, declined)| !declined).map(|(id, _)| id.clone()).collect();
+    let to_ship = Arc::new(Mutex::new(to_ship));
+    let mut shippers = Vec::new();
+    for _ in 0..CLIENTS / 2 {
+        let to_ship = to_ship.clone();
+        shippers.push(std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            loop {
+                let Some(id) = to_ship.lock().unwrap().pop() else { return };
+                let path = format!("/v1/orders/{id}/fulfil");
+                let answer =
+                    request(port, "POST", &path, &[("content-type", "application/json")], r#"{"tracking": "CRASH-1"}"#);
+                match answer {
+                    Some((200, _)) => {}
+                    Some((409, reply)) if reply.contains("is fulfilled") => {}
+                    None | Some((409 | 500..=599, _)) => {
+                        assert!(Instant::now() < deadline, "order {id} never became fulfilable");
+                        to_ship.lock().unwrap().insert(0, id);
+                        std::thread::sleep(Duration::from_millis(50 + random(100)));
+                    }
+                    Some((status, reply)) => panic!("fulfilling {id}: {status} {reply}"),
+                }
+            }
+        }));
+    }
+    for shipper in shippers {
+        shipper.join().expect("a shipper failed");
+    }
     done.store(true, Ordering::SeqCst);
     let kills = killer.join().unwrap();
     assert!(kills >= 5, "the core was killed {kills} times; the test needs several");
@@ -209,9 +244,30 @@ async fn killing_the_core_at_random_moments_loses_and_doubles_nothing() {
             .await
             .unwrap();
         assert_eq!(serde_json::from_str::<Value>(&response).unwrap()["id"], id.as_str());
-        let expected = if *declined { "failed" } else { "confirmed" };
+        let expected = if *declined { "failed" } else { "fulfilled" };
         assert_eq!(statuses[id], expected, "order {id}");
     }
+
+    // Every shipped order was captured exactly once, for its total; nothing else was.
+    let captures: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT o.id, COUNT(l.idem_key), CAST(COALESCE(SUM(l.amount), 0) - MIN(o.total) AS BIGINT) FROM orders o
+         LEFT JOIN payment_test_ledger l ON l.kind = 'capture' AND l.reference = 'auth:' || o.id
+         GROUP BY o.id, o.status",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    for (id, count, surplus) in &captures {
+        let fulfilled = statuses[id] == "fulfilled";
+        assert_eq!(*count, i64::from(fulfilled), "order {id}: {count} captures");
+        assert!(!fulfilled || *surplus == 0, "order {id} captured {surplus} more than its total");
+    }
+    let captured: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE payment_status = 'captured' AND captured = total")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(captured as usize, statuses.values().filter(|s| *s == "fulfilled").count());
 
     // Every authorisation belongs to exactly one order, for its total; none twice.
     let authorizations: Vec<(String, String, i64)> =
@@ -256,7 +312,7 @@ async fn killing_the_core_at_random_moments_loses_and_doubles_nothing() {
                 .unwrap();
         let sold: Option<i64> = sqlx::query_scalar(
             "SELECT CAST(SUM(l.quantity) AS BIGINT) FROM order_lines l JOIN orders o ON o.id = l.order_id
-             WHERE l.sku = $1 AND o.status = 'confirmed'",
+             WHERE l.sku = $1 AND o.status IN ('confirmed', 'fulfilled')",
         )
         .bind(sku)
         .fetch_one(db.pool())

@@ -68,9 +68,15 @@ impl Worker {
         let completer = tokio::spawn(self.clone().complete_batches(done_rx));
         let mut running = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
+        // Kept by the clock, not by idleness: a worker busy for hours still reaps the leases
+        // of replicas that died and keeps the gauges fresh.
+        let mut housekept: Option<std::time::Instant> = None;
         let poll = self.state.config.job_poll_interval();
         loop {
+            if housekept.is_none_or(|at| at.elapsed() >= HOUSEKEEPING_EVERY) {
+                self.housekeep().await;
+                housekept = Some(std::time::Instant::now());
+            }
             while running.try_join_next().is_some() {}
             let free = permits.available_permits();
             let claimed = if free == 0 { Ok(Vec::new()) } else { self.claim(free).await };
@@ -92,14 +98,18 @@ impl Worker {
                 });
             }
             if !idle && permits.available_permits() > 0 {
-                continue;
+                // More may be due at once; look again, unless asked to stop.
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    () = std::future::ready(()) => continue,
+                }
             }
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = housekeeping.tick() => self.housekeep().await,
                 () = self.state.job_signal.notified(), if permits.available_permits() > 0 => {}
                 _ = permits.clone().acquire_owned(), if permits.available_permits() == 0 => {}
-                () = tokio::time::sleep(poll) => {}
+                () = tokio::time::sleep(poll.min(HOUSEKEEPING_EVERY)) => {}
             }
         }
         let grace = self.state.config.shutdown_grace();
@@ -145,6 +155,17 @@ impl Worker {
             return Ok(Vec::new());
         }
         let now = now_millis().0;
+        if self.state.db.dialect() == Dialect::Sqlite {
+            // SQLite has one writer: an idle worker's empty UPDATE would still take the write
+            // lock twice a second, queueing every API write behind it. A read costs nothing.
+            let due = sqlx::query("SELECT 1 FROM jobs WHERE state = 'queued' AND run_at <= $1 LIMIT 1")
+                .bind(now)
+                .fetch_optional(self.state.db.pool())
+                .await?;
+            if due.is_none() {
+                return Ok(Vec::new());
+            }
+        }
         let in_kinds = (0..kinds.len()).map(|i| format!("${}", i + 5)).collect::<Vec<_>>().join(", ");
         let skip_locked = if self.state.db.dialect() == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(

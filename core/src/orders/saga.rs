@@ -36,8 +36,12 @@ pub(crate) fn register(registry: Registry) -> Registry {
         .fold(registry, |registry, kind| registry.with(kind, Saga))
 }
 
+/// How long one step may run: longer than a provider call may take (10 s), short enough
+/// that a step whose core died is taken up again within about 18 s (its lease).
+const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 fn step(kind: &str, order_id: &str) -> NewJob {
-    let job = NewJob::new(kind, json!({ "order_id": order_id }));
+    let job = NewJob::new(kind, json!({ "order_id": order_id })).timeout(STEP_TIMEOUT);
     match kind {
         // Calls out: many patient attempts (an open breaker defers without using any).
         AUTHORIZE | CAPTURE | REFUND => job.max_attempts(20).priority(1),
@@ -61,7 +65,9 @@ pub(crate) async fn then(conn: &mut sqlx::AnyConnection, kind: &str, order_id: &
 
 /// Enqueues the refund `refund_id` of the order.
 pub(crate) async fn refund(conn: &mut sqlx::AnyConnection, order_id: &str, refund_id: &str) -> Result<(), sqlx::Error> {
-    let job = NewJob::new(REFUND, json!({ "order_id": order_id, "refund_id": refund_id })).max_attempts(20);
+    let job = NewJob::new(REFUND, json!({ "order_id": order_id, "refund_id": refund_id }))
+        .max_attempts(20)
+        .timeout(STEP_TIMEOUT);
     enqueue(conn, job.unique(format!("{REFUND}:{refund_id}"))).await.map(drop)
 }
 

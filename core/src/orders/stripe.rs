@@ -23,7 +23,7 @@ pub(crate) struct Stripe {
 impl Stripe {
     pub(crate) fn new(base: &str, key: SecretString) -> Stripe {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
+            .timeout(Duration::from_secs(10))
             .user_agent(concat!("Verge/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a TLS client with default settings builds");
