@@ -26,6 +26,8 @@ pub enum Actor {
     System,
     /// A customer acting on their own account, by id.
     Customer(String),
+    /// An operator signed in to the console, by id (`op_…`).
+    Operator(String),
 }
 
 impl fmt::Display for Actor {
@@ -34,7 +36,7 @@ impl fmt::Display for Actor {
             Actor::Key(id) => f.write_str(id),
             Actor::Cli => f.write_str("cli"),
             Actor::System => f.write_str("system"),
-            Actor::Customer(id) => f.write_str(id),
+            Actor::Customer(id) | Actor::Operator(id) => f.write_str(id),
         }
     }
 }
@@ -72,7 +74,7 @@ pub struct AuditEntry {
     pub id: String,
     #[schema(value_type = String, format = DateTime)]
     pub at: Millis,
-    /// Key id, `cli` or `system`.
+    /// Key id, operator id (`op_…`), customer id, `cli` or `system`.
     pub actor: String,
     /// `<object>.<verb>`, e.g. `key.revoke`.
     pub action: String,

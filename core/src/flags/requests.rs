@@ -142,6 +142,12 @@ impl ChangeRequest {
                     format!("`{holder}`, which proposed or approved this change, is no longer an active key"),
                 ));
             }
+            if crate::operators::is_operator_id(holder) && !crate::operators::is_active(conn, holder).await? {
+                return Err(ApiError::conflict(
+                    "actor_revoked",
+                    format!("operator `{holder}`, who proposed or approved this change, has been disabled"),
+                ));
+            }
         }
         let Some(base) = &self.base else { return Ok(()) };
         let now = super::changes::base_of(document, &self.changes);
@@ -161,6 +167,7 @@ impl ChangeRequest {
         match self.author.as_str() {
             "cli" => Actor::Cli,
             "system" => Actor::System,
+            operator if crate::operators::is_operator_id(operator) => Actor::Operator(operator.to_owned()),
             key => Actor::Key(key.to_owned()),
         }
     }

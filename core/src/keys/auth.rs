@@ -38,7 +38,12 @@ impl Principal {
     }
 
     pub fn actor(&self) -> Actor {
-        Actor::Key(self.key.id.clone())
+        // The console acts for operators under their own ids (`operators::Operator::principal`).
+        if crate::operators::is_operator_id(&self.key.id) {
+            Actor::Operator(self.key.id.clone())
+        } else {
+            Actor::Key(self.key.id.clone())
+        }
     }
 }
 
