@@ -79,6 +79,22 @@ enum Command {
     /// Manage the keys that sign customers' access tokens.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Console operators: invite one (works directly on the database).
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorsCommand {
+    /// Print a one-time console invitation link (valid for 7 days) for a new operator.
+    Invite {
+        /// owner, admin, editor or viewer.
+        #[arg(long, default_value = "owner")]
+        role: String,
+        /// The core's public URL, which the link starts with.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +196,9 @@ pub fn run() -> ExitCode {
                         Command::Keys(command) => keys_command(config, command).await,
                         Command::Flags(command) => crate::flags::cli::run(config, command).await,
                         Command::Sessions(SessionsCommand::RotateKey { overlap }) => rotate_key(config, &overlap).await,
+                        Command::Operators(OperatorsCommand::Invite { role, url }) => {
+                            invite_operator(config, &role, &url).await
+                        }
                         Command::Publish { target, out } => publish_snapshot(config, target, out).await,
                         Command::Edge(EdgeCommand::Serve { store, native, listen, core_url }) => {
                             edge_serve(store, native, listen, core_url).await
@@ -351,6 +370,13 @@ async fn dev(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         Bootstrap::FromConfig => println!("  admin key    the one in VERGE_ADMIN_KEY"),
         Bootstrap::Existing => println!("  admin key    keys already exist; `verge keys create` makes another"),
     }
+    println!("  console      {url}/console");
+    if let Some(invitation) =
+        crate::operators::first_owner_invitation(&app.state.db).await.map_err(|err| anyhow::anyhow!("{err}"))?
+    {
+        println!("  first owner  {url}/console/invite/{}", invitation.token);
+        println!("               (one-time link: open it to choose your email and password)");
+    }
     let mut edge_host = match (&config.edge_store, &edge_program) {
         (Some(store), Some(program)) => {
             let edge_dir = store.parent().unwrap_or(&config.data_dir).to_owned();
@@ -466,6 +492,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(address = %listener.local_addr()?, "serving");
     run_until(app, listener, config.shutdown_grace(), server::shutdown_signal()).await
+}
+
+async fn invite_operator(config: Config, role: &str, url: &str) -> anyhow::Result<()> {
+    let role = crate::operators::Role::parse(role)
+        .ok_or_else(|| anyhow::anyhow!("unknown role `{role}`: use owner, admin, editor or viewer"))?;
+    let db = Database::connect(&config).await?;
+    db.migrate().await?;
+    let invitation =
+        crate::operators::invite(&db, role, &crate::audit::Actor::Cli).await.map_err(|err| anyhow::anyhow!("{err}"))?;
+    println!("{}/console/invite/{}", url.trim_end_matches('/'), invitation.token);
+    println!("(one-time link for a new {role}, valid until {}; shown once)", invitation.expires_at);
+    Ok(())
 }
 
 async fn rotate_key(config: Config, overlap: &str) -> anyhow::Result<()> {

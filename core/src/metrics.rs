@@ -69,6 +69,8 @@ pub(crate) struct Metrics {
     job_attempts: Family<JobLabels, Counter>,
     job_depth: Family<DepthLabels, Gauge>,
     job_oldest_due: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// The last hour, per minute, for the console.
+    pub(crate) traffic: crate::traffic::Traffic,
 }
 
 fn latency_histogram() -> Histogram {
@@ -95,7 +97,16 @@ impl Metrics {
             "How long the longest-waiting due job has waited",
             job_oldest_due.clone(),
         );
-        Arc::new(Metrics { registry, requests, latency, decisions, job_attempts, job_depth, job_oldest_due })
+        Arc::new(Metrics {
+            registry,
+            requests,
+            latency,
+            decisions,
+            job_attempts,
+            job_depth,
+            job_oldest_due,
+            traffic: Default::default(),
+        })
     }
 
     /// Counts a global-tier decision of `policy`.
@@ -133,6 +144,7 @@ pub(crate) async fn track(State(metrics): State<Arc<Metrics>>, req: Request, nex
     let labels = RequestLabels { method: method.to_owned(), route, status: response.status().as_u16() };
     metrics.requests.get_or_create(&labels).inc();
     metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    metrics.traffic.record(response.status().is_server_error());
     response
 }
 

@@ -30,8 +30,8 @@ use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
 pub use crate::state::AppState;
 use crate::{
-    audit, autocomplete, catalog, customers, edge, events, flags, health, inventory, jobs, keys, links, notifications,
-    openapi, orders, ratelimit, webhooks,
+    audit, autocomplete, catalog, console, customers, edge, events, flags, health, inventory, jobs, keys, links,
+    notifications, openapi, orders, ratelimit, webhooks,
 };
 
 /// A built service: its router, the state behind it, and its API description.
@@ -271,6 +271,9 @@ fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi, Router) {
     let api = api.route("/openapi.json", get(move || openapi::serve(Arc::clone(&doc_json))));
     // gRPC has no place in an OpenAPI document; docs/ratelimit.md describes it.
     let api = api.route(ratelimit::rls::PATH, axum::routing::post(ratelimit::rls::should_rate_limit));
+    // The console calls the documented routes in process, as the signed-in operator.
+    let console = console::router(state.clone(), api.clone().with_state(state.clone()));
+    let api = api.merge(console);
     let (router, metrics) = with_middleware(api, state);
     (router, doc, metrics)
 }
@@ -342,7 +345,9 @@ async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
     let status = response.status();
     let is_problem =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+    // The console's own error pages are HTML with their status; they stay as they are.
+    let is_page = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem && !is_page {
         let mut problem = problem_for_status(status).into_response();
         // Keep headers such as `Allow` on a 405.
         for (name, value) in response.headers() {

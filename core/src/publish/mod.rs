@@ -118,6 +118,13 @@ pub struct Report {
     pub keys_removed: usize,
 }
 
+/// Changes waiting to be published: how many, and when the oldest was written (the
+/// publish lag an operator sees is its age).
+pub async fn backlog(db: &Database) -> Result<(i64, Option<i64>), sqlx::Error> {
+    let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox").fetch_one(db.pool()).await?;
+    Ok((row.try_get("n")?, row.try_get("oldest")?))
+}
+
 /// Records, inside the caller's transaction, that `dataset` changed and must be published.
 pub async fn enqueue(conn: &mut sqlx::AnyConnection, dataset: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO outbox (id, dataset, created_at) VALUES ($1, $2, $3)")
@@ -258,6 +265,21 @@ impl Publisher {
             self.wake();
         }
         Ok(Some(reports))
+    }
+
+    /// Each store's description and the snapshot its manifest holds now (`Err` with the
+    /// reason when it cannot be read), for the console's overview.
+    pub async fn snapshots(&self) -> Vec<(String, Result<u64, String>)> {
+        let mut out = Vec::new();
+        for store in &self.stores {
+            let snapshot = match store.get(kv::MANIFEST_KEY).await {
+                Ok(Some(bytes)) => kv::Manifest::decode(&bytes).map(|m| m.snapshot).map_err(|err| format!("{err:?}")),
+                Ok(None) => Ok(0),
+                Err(err) => Err(err.to_string()),
+            };
+            out.push((store.describe(), snapshot));
+        }
+        out
     }
 
     /// Reads each store's manifest; true when one holds an older snapshot than it did (a

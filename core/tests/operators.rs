@@ -1,0 +1,271 @@
+//! Operators and console sessions, driven through the router with `oneshot` as a browser
+//! would (forms, cookies, redirects): single-use invitations, strict session cookies, CSRF on
+//! every form, sign-in throttling, no open redirect, roles enforced by the API itself, and
+//! disabling an operator ending their sessions. core/tests/console.rs does the same in a
+//! real browser.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::{Reply, TestApp};
+use verge_core::operators::first_owner_invitation;
+
+const HOST: &str = "127.0.0.1:8080";
+const PASSWORD: &str = "a long console passphrase";
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+async fn post(app: &TestApp, uri: &str, cookie: Option<&str>, pairs: &[(&str, &str)]) -> Reply {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::HOST, HOST)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    app.send(request.body(Body::from(form(pairs))).unwrap()).await
+}
+
+async fn page(app: &TestApp, uri: &str, cookie: Option<&str>) -> Reply {
+    let mut request = Request::builder().uri(uri).header(header::HOST, HOST);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    app.send(request.body(Body::empty()).unwrap()).await
+}
+
+fn location(reply: &Reply) -> &str {
+    reply.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+/// `name=value` of the `Set-Cookie` for `name`, and the whole header.
+fn set_cookie(reply: &Reply, name: &str) -> Option<(String, String)> {
+    reply.headers.get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+        v.starts_with(&format!("{name}=")).then(|| (v.split(';').next().unwrap().to_owned(), v.to_owned()))
+    })
+}
+
+/// The page's CSRF token (every signed-in page carries one in its sign-out form).
+fn csrf(reply: &Reply) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = reply.text.find(marker).unwrap_or_else(|| panic!("no CSRF token in {}", reply.text)) + marker.len();
+    reply.text[start..].split('"').next().unwrap().to_owned()
+}
+
+/// Joins by invitation `token`; returns the session cookie.
+async fn join(app: &TestApp, token: &str, email: &str) -> String {
+    let reply = post(
+        app,
+        &format!("/console/invite/{token}"),
+        None,
+        &[("email", email), ("name", "Test"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text);
+    assert_eq!(location(&reply), "/console/overview");
+    set_cookie(&reply, "verge_console").expect("a session cookie").0
+}
+
+async fn owner(app: &TestApp) -> String {
+    let invitation = first_owner_invitation(&app.app.state.db).await.unwrap().expect("no operator yet");
+    join(app, &invitation.token, "owner@example.com").await
+}
+
+/// The owner invites an operator with `role`; returns the token of the link shown.
+async fn invite(app: &TestApp, owner: &str, role: &str) -> String {
+    let token = csrf(&page(app, "/console/operators", Some(owner)).await);
+    let reply = post(app, "/console/operators", Some(owner), &[("csrf", &token), ("role", role)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let start = reply.text.find("/console/invite/").expect("an invitation link") + "/console/invite/".len();
+    reply.text[start..].split('<').next().unwrap().to_owned()
+}
+
+async fn links(app: &TestApp) -> Vec<serde_json::Value> {
+    let admin = app.admin().await;
+    app.get("/v1/links", Some(&admin)).await.ok()["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn invitations_are_single_use_and_sessions_are_strict_cookies() {
+    let app = TestApp::new().await;
+    let first = first_owner_invitation(&app.app.state.db).await.unwrap().unwrap();
+    // A later start withdraws the earlier printed link: only the newest works.
+    let second = first_owner_invitation(&app.app.state.db).await.unwrap().unwrap();
+    assert_eq!(page(&app, &format!("/console/invite/{}", first.token), None).await.status, StatusCode::NOT_FOUND);
+
+    // Refusals name their field and create nothing.
+    let refused = post(
+        &app,
+        &format!("/console/invite/{}", second.token),
+        None,
+        &[("email", "nope"), ("name", ""), ("password", "short")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    for id in ["f-email-error", "f-name-error", "f-password-error"] {
+        assert!(refused.text.contains(id), "{id} missing: {}", refused.text);
+    }
+
+    let reply = post(
+        &app,
+        &format!("/console/invite/{}", second.token),
+        None,
+        &[("email", " Owner@Example.com "), ("name", "Olive"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text);
+    let (cookie, header) = set_cookie(&reply, "verge_console").unwrap();
+    assert!(
+        header.contains("HttpOnly") && header.contains("SameSite=Strict") && header.contains("Path=/console"),
+        "{header}"
+    );
+    assert!(!header.contains("Secure"), "plain HTTP on loopback cannot keep a Secure cookie: {header}");
+    assert!(page(&app, "/console/overview", Some(&cookie)).await.text.contains("owner@example.com"));
+
+    // Used links stay used; no second owner appears.
+    assert_eq!(first_owner_invitation(&app.app.state.db).await.unwrap().map(|i| i.id), None);
+    let again = post(
+        &app,
+        &format!("/console/invite/{}", second.token),
+        None,
+        &[("email", "intruder@example.com"), ("name", "I"), ("password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+
+    // Served over a real host name (TLS in front), the cookie is Secure.
+    let viewer = invite(&app, &cookie, "viewer").await;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/console/invite/{viewer}"))
+        .header(header::HOST, "console.example.com")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form(&[("email", "v@example.com"), ("name", "V"), ("password", PASSWORD)])))
+        .unwrap();
+    let (_, header) = set_cookie(&app.send(request).await, "verge_console").unwrap();
+    assert!(header.contains("; Secure"), "{header}");
+}
+
+#[tokio::test]
+async fn every_page_needs_a_session_and_every_form_its_csrf_token() {
+    let app = TestApp::new().await;
+    let anonymous = page(&app, "/console/links?q=x", None).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&anonymous), "/console/sign-in?next=%2Fconsole%2Flinks%3Fq%3Dx");
+    let url = ("url", "https://example.com/x");
+    assert_eq!(post(&app, "/console/links", None, &[url]).await.status, StatusCode::UNAUTHORIZED);
+
+    let owner = owner(&app).await;
+    let forged = post(&app, "/console/links", Some(&owner), &[url]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.text);
+    let wrong = post(&app, "/console/links", Some(&owner), &[url, ("csrf", "guess")]).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert!(links(&app).await.is_empty(), "a forged form created a link");
+
+    let token = csrf(&page(&app, "/console/links", Some(&owner)).await);
+    let made = post(&app, "/console/links", Some(&owner), &[url, ("csrf", &token), ("alias", "made-here")]).await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.text);
+    let created = links(&app).await;
+    assert_eq!(created.len(), 1);
+    // The API refused nothing it should have, and the change is audited under the operator.
+    let admin = app.admin().await;
+    let audit = app.get("/v1/audit-log?target_type=link", Some(&admin)).await;
+    assert!(audit.ok()["items"][0]["actor"].as_str().unwrap().starts_with("op_"), "{}", audit.text);
+    // The API's refusal shows at its field, with its status, and stores nothing.
+    let bad = post(&app, "/console/links", Some(&owner), &[("url", "javascript:alert(1)"), ("csrf", &token)]).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text.contains(r#"id="f-url-error""#), "{}", bad.text);
+    assert_eq!(links(&app).await.len(), 1);
+}
+
+#[tokio::test]
+async fn sign_in_is_throttled_and_never_leaves_the_console() {
+    let app = TestApp::new().await;
+    owner(&app).await;
+    let sign_in = |next: &'static str, password: &'static str| {
+        let app = &app;
+        async move {
+            let form_page = page(
+                app,
+                &format!(
+                    "/console/sign-in?next={}",
+                    url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                ),
+                None,
+            )
+            .await;
+            let (cookie, _) = set_cookie(&form_page, "verge_console_signin").expect("a sign-in token cookie");
+            let token = csrf(&form_page);
+            post(
+                app,
+                "/console/sign-in",
+                Some(&cookie),
+                &[("email", "OWNER@example.com"), ("password", password), ("csrf", &token), ("next", next)],
+            )
+            .await
+        }
+    };
+    let signed = sign_in("/console/flags", PASSWORD).await;
+    assert_eq!((signed.status, location(&signed)), (StatusCode::SEE_OTHER, "/console/flags"));
+    for off_site in ["//evil.example/console/", "https://evil.example/", "/console//evil.example", "/\\evil.example"] {
+        let signed = sign_in(off_site, PASSWORD).await;
+        assert_eq!(location(&signed), "/console/overview", "{off_site}");
+    }
+    // Without the sign-in form's own token (a cross-site post), nothing is checked.
+    let forged = post(&app, "/console/sign-in", None, &[("email", "owner@example.com"), ("password", PASSWORD)]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    for _ in 0..5 {
+        let failed = sign_in("/console/overview", "not the password").await;
+        assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
+        assert!(failed.text.contains("do not match"));
+    }
+    let locked = sign_in("/console/overview", PASSWORD).await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{}", locked.text);
+    assert!(set_cookie(&locked, "verge_console").is_none());
+}
+
+#[tokio::test]
+async fn roles_are_the_apis_scopes_and_a_disabled_operator_is_signed_out() {
+    let app = TestApp::new().await;
+    let owner = owner(&app).await;
+    let viewer = join(&app, &invite(&app, &owner, "viewer").await, "viewer@example.com").await;
+    let editor = join(&app, &invite(&app, &owner, "editor").await, "editor@example.com").await;
+    let url = ("url", "https://example.com/x");
+
+    // A viewer gets no form, and the API refuses what they post anyway.
+    let listing = page(&app, "/console/links", Some(&viewer)).await;
+    assert!(!listing.text.contains(r#"action="/console/links" novalidate"#), "a viewer sees the form");
+    let token = csrf(&listing);
+    let refused = post(&app, "/console/links", Some(&viewer), &[url, ("csrf", &token)]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert!(refused.text.contains("lacks the scope"));
+    assert!(links(&app).await.is_empty());
+    // Only owners manage operators.
+    let invited = post(&app, "/console/operators", Some(&viewer), &[("csrf", &token), ("role", "owner")]).await;
+    assert_eq!(invited.status, StatusCode::FORBIDDEN);
+
+    // An editor changes capabilities but not API keys.
+    let token = csrf(&page(&app, "/console/links", Some(&editor)).await);
+    assert_eq!(
+        post(&app, "/console/links", Some(&editor), &[url, ("csrf", &token)]).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let keys = page(&app, "/console/keys", Some(&editor)).await;
+    assert!(keys.text.contains("lacks the scope"), "{}", keys.text);
+
+    // Disabling ends the session at once; the operator can no longer sign in.
+    let operators = page(&app, "/console/operators", Some(&owner)).await;
+    // Nobody can disable themselves (so an owner always remains): two buttons for three.
+    assert_eq!(operators.text.matches("/disable\"").count(), 2, "{}", operators.text);
+    let at = operators.text.find("viewer@example.com").unwrap();
+    let id = operators.text[at..].split("/console/operators/").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let token = csrf(&operators);
+    let disabled = post(&app, &format!("/console/operators/{id}/disable"), Some(&owner), &[("csrf", &token)]).await;
+    assert_eq!(disabled.status, StatusCode::SEE_OTHER, "{}", disabled.text);
+    assert_eq!(page(&app, "/console/links", Some(&viewer)).await.status, StatusCode::SEE_OTHER);
+}
