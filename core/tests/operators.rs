@@ -269,3 +269,136 @@ async fn roles_are_the_apis_scopes_and_a_disabled_operator_is_signed_out() {
     assert_eq!(disabled.status, StatusCode::SEE_OTHER, "{}", disabled.text);
     assert_eq!(page(&app, "/console/links", Some(&viewer)).await.status, StatusCode::SEE_OTHER);
 }
+
+/// An order placed through the API, confirmed by the saga (a worker runs), for the console.
+async fn confirmed_order(app: &TestApp) -> (String, tokio::sync::oneshot::Sender<()>) {
+    use serde_json::json;
+    let key = app.admin().await;
+    let call = |method: Method, uri: &'static str, body: serde_json::Value| {
+        let key = key.clone();
+        async move { app.call(method, uri, Some(&key), Some(body)).await }
+    };
+    let product = json!({"handle": "tee", "title": "Tee", "status": "published", "variants": [
+        {"sku": "TEE", "title": "Tee", "prices": [{"currency": "EUR", "amount": 2000}]}]});
+    call(Method::POST, "/v1/catalog/products", product).await.ok();
+    call(Method::POST, "/v1/inventory/locations", json!({"handle": "main", "name": "Main", "kind": "warehouse"}))
+        .await
+        .ok();
+    call(
+        Method::POST,
+        "/v1/inventory/adjustments",
+        json!({"sku": "TEE", "location": "main", "delta": 5, "reason": "received"}),
+    )
+    .await
+    .ok();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = verge_core::jobs::Worker::new(app.app.state.clone(), verge_core::server::job_registry());
+    tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let order = json!({"currency": "EUR", "email": "ada@example.com", "lines": [{"sku": "TEE", "quantity": 1}],
+        "shipping_address": {"name": "Ada", "line1": "Hauptstraße 1", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+        "payment": {"method": "4242424242424242"}});
+    let request = Request::post("/v1/orders")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", "console-order-1")
+        .body(Body::from(order.to_string()))
+        .unwrap();
+    let placed = app.send(request).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text);
+    let id = placed.json["id"].as_str().unwrap().to_owned();
+    for _ in 0..500 {
+        if app.get(&format!("/v1/orders/{id}"), Some(&key)).await.json["status"] == "confirmed" {
+            return (id, stop);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("order {id} was never confirmed");
+}
+
+#[tokio::test]
+async fn an_operator_ships_and_refunds_an_order_from_its_page_through_the_api() {
+    let app = TestApp::new().await;
+    let owner = owner(&app).await;
+    let (id, _worker) = confirmed_order(&app).await;
+    let listing = page(&app, "/console/orders", Some(&owner)).await;
+    assert!(listing.text.contains(&format!("/console/orders/orders/{id}")), "{}", listing.text);
+    let order_page = page(&app, &format!("/console/orders/orders/{id}"), Some(&owner)).await;
+    assert_eq!(order_page.status, StatusCode::OK);
+    assert!(order_page.text.contains("Timeline") && order_page.text.contains("confirmed"), "{}", order_page.text);
+    let token = csrf(&order_page);
+
+    // Actions are the API's: its refusals show on the page, with its status.
+    let refund_early = post(
+        &app,
+        &format!("/console/orders/orders/{id}/1"),
+        Some(&owner),
+        &[("csrf", &token), ("1-amount", "500"), ("1-reason", "too soon")],
+    )
+    .await;
+    assert_eq!(refund_early.status, StatusCode::CONFLICT, "{}", refund_early.text);
+    let shipped = post(
+        &app,
+        &format!("/console/orders/orders/{id}/0"),
+        Some(&owner),
+        &[("csrf", &token), ("0-tracking", "DHL-1")],
+    )
+    .await;
+    assert_eq!(shipped.status, StatusCode::SEE_OTHER, "{}", shipped.text);
+    let admin = app.admin().await;
+    assert_eq!(app.get(&format!("/v1/orders/{id}"), Some(&admin)).await.json["status"], "fulfilled");
+    // The saga captures the payment after shipping; refunds wait for that.
+    for _ in 0..500 {
+        if app.get(&format!("/v1/orders/{id}"), Some(&admin)).await.json["payment"]["status"] == "captured" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let not_a_number = post(
+        &app,
+        &format!("/console/orders/orders/{id}/1"),
+        Some(&owner),
+        &[("csrf", &token), ("1-amount", "five"), ("1-reason", "damaged")],
+    )
+    .await;
+    assert_eq!(not_a_number.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", not_a_number.text);
+    let refunded = post(
+        &app,
+        &format!("/console/orders/orders/{id}/1"),
+        Some(&owner),
+        &[("csrf", &token), ("1-amount", "500"), ("1-reason", "damaged")],
+    )
+    .await;
+    assert_eq!(refunded.status, StatusCode::SEE_OTHER, "{}", refunded.text);
+    // The timeline names the operator who shipped it.
+    let timeline = app.get(&format!("/v1/orders/{id}/timeline"), Some(&admin)).await;
+    assert!(timeline.text.contains("\"op_"), "{}", timeline.text);
+}
+
+#[tokio::test]
+async fn documents_created_from_the_console_are_checked_by_the_api() {
+    let app = TestApp::new().await;
+    let owner = owner(&app).await;
+    let token = csrf(&page(&app, "/console/webhooks", Some(&owner)).await);
+    let bad =
+        post(&app, "/console/webhooks/endpoints", Some(&owner), &[("csrf", &token), ("json", r#"{"url": "ftp://x"}"#)])
+            .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    assert!(bad.text.contains("<code>url</code>") || bad.text.contains("<code>/url</code>"), "{}", bad.text);
+    let not_json = post(&app, "/console/webhooks/endpoints", Some(&owner), &[("csrf", &token), ("json", "{")]).await;
+    assert_eq!(not_json.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let admin = app.admin().await;
+    assert_eq!(app.get("/v1/webhooks/endpoints", Some(&admin)).await.json["items"].as_array().unwrap().len(), 0);
+    let good = r#"{"url": "https://example.com/hooks", "event_types": ["order.created"]}"#;
+    let made = post(&app, "/console/webhooks/endpoints", Some(&owner), &[("csrf", &token), ("json", good)]).await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.text);
+    assert!(made.text.contains("whsec_"), "the signing secret is shown once: {}", made.text);
+    let endpoints = app.get("/v1/webhooks/endpoints", Some(&admin)).await.json;
+    assert_eq!(endpoints["items"].as_array().unwrap().len(), 1);
+    // Deleting from its page removes it.
+    let id = endpoints["items"][0]["id"].as_str().unwrap();
+    let deleted = post(&app, &format!("/console/webhooks/endpoints/{id}/0"), Some(&owner), &[("csrf", &token)]).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.text);
+    assert_eq!(app.get("/v1/webhooks/endpoints", Some(&admin)).await.json["items"].as_array().unwrap().len(), 0);
+}

@@ -10,7 +10,12 @@ CREATE TABLE operators (
     password_hash TEXT NOT NULL,
     created_at    BIGINT NOT NULL,
     invited_by    TEXT NOT NULL,
-    disabled_at   BIGINT
+    disabled_at   BIGINT,
+    -- TOTP second factor (RFC 6238): the confirmed secret, one being set up, and the last
+    -- time step a code was accepted for (a code is good once).
+    totp_secret   TEXT,
+    totp_pending  TEXT,
+    totp_step     BIGINT NOT NULL DEFAULT 0
 );
 -- One-time invitations: the link carries the token, the table only its SHA-256. The first
 -- owner's invitation is made by `verge dev` / `verge operators invite` (created_by 'system'

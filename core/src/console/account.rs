@@ -145,6 +145,7 @@ fn sign_in_form(
                 input type="hidden" name="next" value=(destination(next));
                 (page::input("Email", "email", "email", email, None))
                 (page::input("Password", "password", "password", "", None))
+                (page::input("Authenticator code (if you set one up)", "code", "text", "", None))
                 button type="submit" { "Sign in" }
             }
         }
@@ -158,6 +159,9 @@ fn sign_in_form(
 pub(crate) struct SignInForm {
     email: String,
     password: String,
+    /// The authenticator app's code, for operators who set one up.
+    #[serde(default)]
+    code: String,
     #[serde(default)]
     csrf: String,
     next: Option<String>,
@@ -194,16 +198,31 @@ pub(crate) async fn sign_in(
         Ok(found) => found,
         Err(err) => return crate::error::ApiError::from(err).into_response(),
     };
-    let (operator, stored) = match found {
-        Some((operator, hash)) if operator.disabled_at.is_none() => (Some(operator), Some(hash)),
+    let (credentials, stored) = match found {
+        Some(credentials) if credentials.operator.disabled_at.is_none() => {
+            let hash = credentials.password_hash.clone();
+            (Some(credentials), Some(hash))
+        }
         _ => (None, None),
     };
     let matches = password::verify(form.password, stored).await.unwrap_or(false);
-    let Some(operator) = operator.filter(|_| matches) else {
+    let next = form.next.as_deref();
+    let Some(credentials) = credentials.filter(|_| matches) else {
         let _ = throttle::sign_in_failed(state, &counters).await;
         let message = "That email and password do not match an operator.";
-        return sign_in_form(&headers, form.next.as_deref(), &form.email, Some(message), StatusCode::UNAUTHORIZED);
+        return sign_in_form(&headers, next, &form.email, Some(message), StatusCode::UNAUTHORIZED);
     };
+    // Only someone who knows the password learns that a code is needed.
+    match operators::second_factor_holds(&state.db, &credentials, &form.code).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = throttle::sign_in_failed(state, &counters).await;
+            let message = "Enter the current 6-digit code from your authenticator app (each code works once).";
+            return sign_in_form(&headers, next, &form.email, Some(message), StatusCode::UNAUTHORIZED);
+        }
+        Err(err) => return crate::error::ApiError::from(err).into_response(),
+    }
+    let operator = credentials.operator;
     signed_in(&console, &headers, &operator, &destination(form.next.as_deref())).await
 }
 

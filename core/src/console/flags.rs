@@ -321,12 +321,7 @@ pub(crate) async fn save_flag(
     let flag: Value = match serde_json::from_str(&definition) {
         Ok(flag) => flag,
         Err(err) => {
-            let reply = Reply {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                headers: Default::default(),
-                body: json!({ "detail": format!("The definition is not JSON: {err}") }),
-                bytes: Default::default(),
-            };
+            let reply = Reply::refusal(StatusCode::UNPROCESSABLE_ENTITY, &format!("The definition is not JSON: {err}"));
             let extra = Extra { flag_key: key, definition, refusal: Some(&reply), ..Extra::default() };
             return render_environment(&console, &post.session, &project, &env, extra).await;
         }
@@ -374,15 +369,8 @@ pub(crate) async fn review(
     post: Post,
 ) -> Response {
     if verdict != "approve" && verdict != "cancel" {
-        return super::failure(
-            &post.session,
-            &Reply {
-                status: StatusCode::NOT_FOUND,
-                headers: Default::default(),
-                body: json!({ "detail": "a change request is approved or cancelled" }),
-                bytes: Default::default(),
-            },
-        );
+        let reply = Reply::refusal(StatusCode::NOT_FOUND, "a change request is approved or cancelled");
+        return super::failure(&post.session, &reply);
     }
     let who = &post.session.operator;
     let reply = console.api(who, Method::POST, &format!("/v1/flags/changes/{}/{verdict}", encode(&id)), None).await;

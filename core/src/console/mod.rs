@@ -12,9 +12,10 @@ mod audit;
 mod chart;
 mod flags;
 mod links;
-mod lists;
+mod me;
 mod overview;
 mod page;
+mod resources;
 mod team;
 
 use axum::Router;
@@ -47,6 +48,8 @@ pub(crate) fn router(state: AppState, api: Router) -> Router<AppState> {
         .route("/console/sign-in", get(account::sign_in_page).post(account::sign_in))
         .route("/console/sign-out", post(account::sign_out))
         .route("/console/invite/{token}", get(account::invitation_page).post(account::accept_invitation))
+        .route("/console/account", get(me::page))
+        .route("/console/account/totp", post(me::totp))
         .route("/console/overview", get(overview::page))
         .route("/console/links", get(links::list).post(links::create))
         .route("/console/links/export.csv", get(links::export))
@@ -61,7 +64,10 @@ pub(crate) fn router(state: AppState, api: Router) -> Router<AppState> {
         .route("/console/audit", get(audit::page))
         .route("/console/operators", get(team::page).post(team::invite))
         .route("/console/operators/{id}/disable", post(team::disable))
-        .route("/console/{section}", get(lists::page))
+        .route("/console/{section}", get(resources::section))
+        .route("/console/{section}/{table}", post(resources::create))
+        .route("/console/{section}/{table}/{id}", get(resources::item))
+        .route("/console/{section}/{table}/{id}/{action}", post(resources::act))
         .with_state(console)
 }
 
@@ -75,6 +81,16 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// A refusal made by the console itself (a form it cannot send), shaped like the API's.
+    pub(crate) fn refusal(status: StatusCode, detail: &str) -> Reply {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: serde_json::json!({ "detail": detail }),
+            bytes: Default::default(),
+        }
+    }
+
     pub(crate) fn ok(&self) -> bool {
         self.status.is_success()
     }

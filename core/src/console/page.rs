@@ -75,7 +75,7 @@ pub(crate) fn page(session: Option<&Session>, title: &str, current: Nav, body: M
                             }
                         }
                         div.who {
-                            span { (session.operator.email) " · " (session.operator.role) }
+                            a href="/console/account" { (session.operator.email) } span { " · " (session.operator.role) }
                             form method="post" action="/console/sign-out" {
                                 (csrf(session))
                                 button.link type="submit" { "Sign out" }

@@ -8,6 +8,7 @@
 //! (or `verge operators invite`), later ones by an owner in the console.
 
 pub(crate) mod sessions;
+pub(crate) mod totp;
 
 use std::fmt;
 
@@ -97,6 +98,8 @@ pub(crate) struct Operator {
     pub(crate) created_at: Millis,
     pub(crate) invited_by: String,
     pub(crate) disabled_at: Option<Millis>,
+    /// Whether sign-in also takes a code from an authenticator app.
+    pub(crate) totp: bool,
 }
 
 impl Operator {
@@ -111,6 +114,7 @@ impl Operator {
             created_at: Millis(row.try_get("created_at")?),
             invited_by: row.try_get("invited_by")?,
             disabled_at: row.try_get::<Option<i64>, _>("disabled_at")?.map(Millis),
+            totp: row.try_get::<Option<String>, _>("totp_secret")?.is_some(),
         })
     }
 
@@ -147,16 +151,125 @@ pub(crate) async fn find(db: &Database, id: &str) -> Result<Option<Operator>, sq
     row.as_ref().map(Operator::from_row).transpose()
 }
 
-/// The operator and password hash for `email`, if one exists.
-pub(crate) async fn find_for_sign_in(db: &Database, email: &str) -> Result<Option<(Operator, String)>, sqlx::Error> {
+/// What signing in as an operator checks.
+pub(crate) struct Credentials {
+    pub(crate) operator: Operator,
+    pub(crate) password_hash: String,
+    totp_secret: Option<String>,
+    totp_step: i64,
+}
+
+/// The operator and their credentials for `email`, if one exists.
+pub(crate) async fn find_for_sign_in(db: &Database, email: &str) -> Result<Option<Credentials>, sqlx::Error> {
     let row = sqlx::query("SELECT * FROM operators WHERE email = $1")
         .bind(fold_email(email))
         .fetch_optional(db.pool())
         .await?;
     match row {
-        Some(row) => Ok(Some((Operator::from_row(&row)?, row.try_get("password_hash")?))),
+        Some(row) => Ok(Some(Credentials {
+            operator: Operator::from_row(&row)?,
+            password_hash: row.try_get("password_hash")?,
+            totp_secret: row.try_get("totp_secret")?,
+            totp_step: row.try_get("totp_step")?,
+        })),
         None => Ok(None),
     }
+}
+
+/// Whether `code` is a fresh TOTP code of the operator (always true without a second
+/// factor). Using it up is a conditional update, so two sign-ins cannot share one code.
+pub(crate) async fn second_factor_holds(
+    db: &Database,
+    credentials: &Credentials,
+    code: &str,
+) -> Result<bool, sqlx::Error> {
+    let Some(secret) = &credentials.totp_secret else { return Ok(true) };
+    let Some(step) = totp::accept(secret, code, now_millis().0, credentials.totp_step) else { return Ok(false) };
+    let used = sqlx::query("UPDATE operators SET totp_step = $1 WHERE id = $2 AND totp_step < $1")
+        .bind(step)
+        .bind(&credentials.operator.id)
+        .execute(db.pool())
+        .await?;
+    Ok(used.rows_affected() == 1)
+}
+
+/// Starts setting up a second factor: a new secret, pending until a code confirms it.
+pub(crate) async fn begin_totp(db: &Database, operator: &Operator) -> Result<String, sqlx::Error> {
+    let secret = totp::new_secret();
+    sqlx::query("UPDATE operators SET totp_pending = $1 WHERE id = $2")
+        .bind(&secret)
+        .bind(&operator.id)
+        .execute(db.pool())
+        .await?;
+    Ok(secret)
+}
+
+/// The secret being set up, if any.
+pub(crate) async fn pending_totp(db: &Database, operator: &Operator) -> Result<Option<String>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT totp_pending FROM operators WHERE id = $1").bind(&operator.id).fetch_one(db.pool()).await?;
+    row.try_get("totp_pending")
+}
+
+/// Turns the pending secret on when `code` proves the app holds it (422 `/code` otherwise).
+pub(crate) async fn confirm_totp(db: &Database, operator: &Operator, code: &str) -> Result<(), ApiError> {
+    let wrong = || {
+        ApiError::validation(vec![FieldError {
+            field: "/code".into(),
+            message: "is not the current code of the authenticator app".into(),
+        }])
+    };
+    let secret = pending_totp(db, operator).await?.ok_or_else(wrong)?;
+    let step = totp::accept(&secret, code, now_millis().0, 0).ok_or_else(wrong)?;
+    let mut tx = db.pool().begin().await?;
+    sqlx::query("UPDATE operators SET totp_secret = totp_pending, totp_pending = NULL, totp_step = $1 WHERE id = $2 AND totp_pending = $3")
+        .bind(step)
+        .bind(&operator.id)
+        .bind(&secret)
+        .execute(&mut *tx)
+        .await?;
+    crate::audit::record::<Operator>(
+        &mut tx,
+        &operator.actor(),
+        "operators.totp_enable",
+        "operator",
+        &operator.id,
+        None,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Turns the second factor off, after a fresh code proves the operator still holds it.
+pub(crate) async fn remove_totp(db: &Database, operator: &Operator, code: &str) -> Result<(), ApiError> {
+    let Some(credentials) = find_for_sign_in(db, &operator.email).await? else {
+        return Err(ApiError::not_found("no such operator"));
+    };
+    if credentials.totp_secret.is_none() || !second_factor_holds(db, &credentials, code).await? {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "/code".into(),
+            message: "is not the current code of the authenticator app".into(),
+        }]));
+    }
+    let mut tx = db.pool().begin().await?;
+    sqlx::query("UPDATE operators SET totp_secret = NULL, totp_pending = NULL WHERE id = $1")
+        .bind(&operator.id)
+        .execute(&mut *tx)
+        .await?;
+    crate::audit::record::<Operator>(
+        &mut tx,
+        &operator.actor(),
+        "operators.totp_disable",
+        "operator",
+        &operator.id,
+        None,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Whether operator `id` exists and is not disabled (a change request of a disabled
@@ -309,6 +422,7 @@ pub(crate) async fn accept(db: &Database, token: &str, form: Acceptance) -> Resu
         created_at: now,
         invited_by: invitation_id.clone(),
         disabled_at: None,
+        totp: false,
     };
     let mut tx = db.pool().begin().await?;
     // Conditional, so two people racing on one link cannot both join.

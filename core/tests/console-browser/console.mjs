@@ -6,6 +6,7 @@
 
 import { readFileSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { createHmac } from 'node:crypto';
 import puppeteer from 'puppeteer-core';
 
 const require = createRequire(import.meta.url);
@@ -21,6 +22,19 @@ const findings = { pages: [], axe: {}, timings: {} };
 
 function check(condition, message) {
   if (!condition) throw new Error(message);
+}
+
+// RFC 6238 with HMAC-SHA-1, as authenticator apps compute it; `offset` in 30 s steps.
+function totp(secret, offset = 0) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000) + offset));
+  const digest = createHmac('sha1', key).update(counter).digest();
+  const at = digest[19] & 0x0f;
+  return String((digest.readUInt32BE(at) & 0x7fffffff) % 1000000).padStart(6, '0');
 }
 
 async function until(what, probe, ms = 15000) {
@@ -238,6 +252,18 @@ for (const section of ['ratelimit', 'customers', 'autocomplete', 'catalog', 'inv
   const answer = await visit(owner, `/console/${section}`, section);
   check(answer.status() === 200, `/console/${section} answered ${answer.status()}`);
 }
+// Item pages with their actions, and a document created through the JSON editor.
+const policy = await visit(owner, '/console/ratelimit/policies/rl_default_ofrep_client', 'ratelimit-policy');
+check(policy.status() === 200 && (await text(owner, 'h1')).includes('rl_default_ofrep_client'), 'the policy page is missing');
+await visit(owner, '/console/webhooks', 'webhooks-create');
+await owner.$eval('details', (d) => { d.open = true; });
+await owner.$eval('#f-endpoints-json', (el) => { el.value = '{"url": "https://example.com/hooks/verge"}'; });
+await submit(owner, 'form[action^="/console/webhooks/endpoints"]');
+check((await text(owner, 'pre.secret')).includes('whsec_'), 'the new endpoint\'s secret is not shown once');
+await audit(owner, 'webhooks-created');
+await Promise.all([owner.waitForNavigation({ waitUntil: 'load' }), owner.click('table a[href^="/console/webhooks/endpoints/"]')]);
+await audit(owner, 'webhook-endpoint');
+check((await owner.$('form[action*="/console/webhooks/endpoints/"] button.danger')) !== null, 'the endpoint has no delete action');
 await visit(owner, '/console/audit', 'audit');
 const actors = await owner.$$eval('tbody tr td:nth-child(2)', (cells) => cells.map((c) => c.textContent));
 check(actors.includes('editor@example.com'), 'the audit log does not name the approving operator');
@@ -248,6 +274,18 @@ await visit(owner, '/console/links', 'links-phone');
 const overflow = await owner.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
 check(overflow <= 1, `the links page overflows a phone by ${overflow}px`);
 await owner.setViewport({ width: 1280, height: 900 });
+
+// --- A second factor: set up, then required at sign-in -------------------------------------
+await visit(owner, '/console/account', 'account');
+await submit(owner, 'form[action="/console/account/totp"]');
+const secret = await text(owner, '[data-testid="totp-secret"]');
+await audit(owner, 'account-totp-setup');
+await owner.type('#f-code', '000000' === totp(secret) ? '111111' : '000000');
+await submit(owner, 'form[action="/console/account/totp"]');
+check((await owner.$('#f-code-error')) !== null, 'a wrong code turned the second factor on');
+await owner.type('#f-code', totp(secret));
+await submit(owner, 'form[action="/console/account/totp"]');
+check((await text(owner, 'section .ok')).includes('On'), 'the second factor is not on');
 
 // --- Sign out; sign in again ---------------------------------------------------------------
 await submit(owner, 'form[action="/console/sign-out"]');
@@ -262,6 +300,13 @@ check((await text(owner, '.problem')).includes('do not match'), 'a wrong passwor
 await owner.$eval('#f-email', (el) => { el.value = ''; });
 await owner.type('#f-email', 'owner@example.com');
 await owner.type('#f-password', PASSWORD);
+await submit(owner, 'form');
+check((await text(owner, '.problem')).includes('6-digit code'), 'the password alone signed in past the second factor');
+await owner.$eval('#f-email', (el) => { el.value = ''; });
+await owner.type('#f-email', 'owner@example.com');
+await owner.type('#f-password', PASSWORD);
+// The code that turned it on is used up; the next step's code is good (one step of drift).
+await owner.type('#f-code', totp(secret, 1));
 await submit(owner, 'form');
 check(owner.url().endsWith('/console/overview'), `signing in went to ${owner.url()}`);
 
