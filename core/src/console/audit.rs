@@ -89,10 +89,19 @@ pub(crate) fn entries_table(listing: &Value, names: &HashMap<String, String>) ->
     }
 }
 
-fn changed_fields(changes: &Value) -> String {
-    let fields: Vec<&str> = changes
-        .as_array()
-        .map(|c| c.iter().filter_map(|c| c["field"].as_str().or(c["path"].as_str())).collect())
-        .unwrap_or_default();
-    if fields.is_empty() { "—".into() } else { fields.join(", ") }
+/// Each changed field as `path: before → after`, values cut to a readable length.
+fn changed_fields(changes: &Value) -> Markup {
+    let empty = Vec::new();
+    let changes = changes.as_array().unwrap_or(&empty);
+    let brief = |value: &Value| {
+        let text = if value.is_null() { "∅".to_owned() } else { value.to_string() };
+        if text.chars().count() > 60 { format!("{}…", text.chars().take(59).collect::<String>()) } else { text }
+    };
+    html! {
+        @if changes.is_empty() { "—" } @else {
+            ul.diff { @for change in changes {
+                li { code { (page::cell(&change["path"])) } ": " del { (brief(&change["before"])) } " → " ins { (brief(&change["after"])) } }
+            } }
+        }
+    }
 }

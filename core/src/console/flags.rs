@@ -241,6 +241,7 @@ fn flag_form(session: &Session, here: &str, key: &str, definition: &str, refusal
             (page::csrf(session))
             input type="hidden" name="action" value="put-flag";
             (page::input("Flag key", "key", "text", key, None))
+            (page::input("Apply at (RFC 3339; empty for now)", "apply_at", "text", "", None))
             div.field {
                 label for="f-definition" { "Definition (flagd JSON)" }
                 @if errors.is_empty() {
@@ -261,12 +262,13 @@ fn change_table(session: &Session, listing: &Value, writes: bool) -> Markup {
     html! {
         @if items.is_empty() { p.muted { "None." } } @else {
             div.table-wrap tabindex="0" role="region" aria-label="Change requests" { table {
-                thead { tr { th { "Request" } th { "Status" } th { "Changes" } th { "Author" } @if writes { th { "Review" } } } }
+                thead { tr { th { "Request" } th { "Status" } th { "Applies at" } th { "Changes" } th { "Author" } @if writes { th { "Review" } } } }
                 tbody { @for change in items {
                     @let id = page::cell(&change["id"]);
                     tr {
                         td { code { (id) } br; span.muted { (page::cell(&change["comment"])) } }
                         td { (page::cell(&change["status"])) }
+                        td { (if change["apply_at"].is_null() { "on approval".to_owned() } else { page::cell(&change["apply_at"]) }) }
                         td { (change["changes"].as_array().map(|c| c.iter().map(|c| format!("{} {}", page::cell(&c["op"]), page::cell(&c["key"]))).collect::<Vec<_>>().join("; ")).unwrap_or_default()) }
                         td { (page::cell(&change["author"])) }
                         @if writes { td {
@@ -304,8 +306,7 @@ pub(crate) async fn save_flag(
             return super::failure(&post.session, &reply);
         }
         let said = "Revoked the client key; edges refuse it within a second.";
-        return Redirect::to(&format!("/console/flags/{}/{}?said={}", encode(&project), encode(&env), encode(said)))
-            .into_response();
+        return back_to(&project, &env, said);
     }
     if post.field("action") == "client-key" {
         let body = json!({ "name": post.field("client_key_name") });
@@ -326,6 +327,18 @@ pub(crate) async fn save_flag(
             return render_environment(&console, &post.session, &project, &env, extra).await;
         }
     };
+    let apply_at = post.field("apply_at");
+    if !apply_at.is_empty() {
+        let change = json!({ "changes": [{ "op": "put_flag", "key": key, "flag": flag }], "apply_at": apply_at,
+                             "comment": format!("put {key} from the console at {apply_at}") });
+        let reply = console.api(who, Method::POST, &format!("{base}/changes"), Some(&change)).await;
+        if reply.ok() {
+            let said = format!("Scheduled {key} for {apply_at} (or for approval, in a protected environment).");
+            return back_to(&project, &env, &said);
+        }
+        let extra = Extra { flag_key: key, definition, refusal: Some(&reply), ..Extra::default() };
+        return render_environment(&console, &post.session, &project, &env, extra).await;
+    }
     let mut reply = console.api(who, Method::PUT, &format!("{base}/flags/{}", encode(&key)), Some(&flag)).await;
     let mut said = format!("Saved {key}; the edge serves it within a second.");
     if reply.body["code"] == "change_request_required" {
@@ -334,8 +347,7 @@ pub(crate) async fn save_flag(
         said = format!("Proposed {key}: another operator must approve the change request.");
     }
     if reply.ok() {
-        return Redirect::to(&format!("/console/flags/{}/{}?said={}", encode(&project), encode(&env), encode(&said)))
-            .into_response();
+        return back_to(&project, &env, &said);
     }
     let extra = Extra { flag_key: key, definition, refusal: Some(&reply), ..Extra::default() };
     render_environment(&console, &post.session, &project, &env, extra).await
@@ -358,8 +370,12 @@ pub(crate) async fn kill(
     if !reply.ok() {
         return super::failure(&post.session, &reply);
     }
-    Redirect::to(&format!("/console/flags/{}/{}?said={}", encode(&project), encode(&env), encode(&said)))
-        .into_response()
+    back_to(&project, &env, &said)
+}
+
+/// Back to the environment's page, saying `said`.
+fn back_to(project: &str, env: &str, said: &str) -> Response {
+    Redirect::to(&format!("/console/flags/{}/{}?said={}", encode(project), encode(env), encode(said))).into_response()
 }
 
 /// Approves or cancels a change request (`verdict`), then returns to its environment.
@@ -379,6 +395,5 @@ pub(crate) async fn review(
     }
     let said = if verdict == "approve" { format!("Approved {id}.") } else { format!("Cancelled {id}.") };
     let (project, env) = (page::cell(&reply.body["project"]), page::cell(&reply.body["environment"]));
-    Redirect::to(&format!("/console/flags/{}/{}?said={}", encode(&project), encode(&env), encode(&said)))
-        .into_response()
+    back_to(&project, &env, &said)
 }

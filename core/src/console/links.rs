@@ -19,6 +19,9 @@ pub(crate) struct Search {
     q: String,
     #[serde(default)]
     tag: String,
+    /// The API's `domain` filter (named apart from the new-link form's `domain`).
+    #[serde(default)]
+    on_domain: String,
     #[serde(default)]
     cursor: String,
     /// Set after a create, to say so.
@@ -42,7 +45,9 @@ async fn render_list(
     refusal: Option<&Reply>,
 ) -> Response {
     let mut uri = "/v1/links?limit=25".to_owned();
-    for (name, value) in [("q", &search.q), ("tag", &search.tag), ("cursor", &search.cursor)] {
+    for (name, value) in
+        [("q", &search.q), ("tag", &search.tag), ("domain", &search.on_domain), ("cursor", &search.cursor)]
+    {
         if !value.is_empty() {
             uri.push_str(&format!("&{name}={}", encode(value)));
         }
@@ -62,6 +67,7 @@ async fn render_list(
         form.inline method="get" action="/console/links" role="search" {
             (page::input("Search code or destination", "q", "search", &search.q, None))
             (page::input("Tag", "tag", "text", &search.tag, None))
+            (page::input("On domain", "on_domain", "text", &search.on_domain, None))
             button type="submit" { "Search" }
             a href="/console/links/export.csv" download { "Export CSV" }
         }
@@ -86,7 +92,7 @@ async fn render_list(
                     }
                 }
             }
-            (page::next_page("/console/links", &[("q", &search.q), ("tag", &search.tag)], &reply.body))
+            (page::next_page("/console/links", &[("q", &search.q), ("tag", &search.tag), ("on_domain", &search.on_domain)], &reply.body))
         }
         @if session.operator.role.writes() {
             section { h2 { "New link" } (link_form(session, "/console/links", form, refusal, "Create link")) }

@@ -137,10 +137,16 @@ pub(crate) fn notice(text: &str) -> Markup {
 pub(crate) fn cell(value: &Value) -> String {
     match value {
         Value::Null => "—".into(),
-        Value::String(text) => text.clone(),
+        Value::String(text) => readable_time(text).unwrap_or_else(|| text.clone()),
         Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
         other => other.to_string(),
     }
+}
+
+/// `2026-12-05T07:00:48.392Z` → `2026-12-05 07:00:48 UTC`; other text is left alone.
+fn readable_time(text: &str) -> Option<String> {
+    let at: jiff::Timestamp = text.parse().ok()?;
+    (text.len() >= 20 && text.as_bytes()[10] == b'T').then(|| at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
 }
 
 /// "Next page" for a listing answered with `next_cursor`, keeping the other parameters.

@@ -51,6 +51,7 @@ async function until(what, probe, ms = 15000) {
 const browser = await puppeteer.launch({
   executablePath: CHROMIUM,
   headless: true,
+  defaultViewport: { width: 1280, height: 900 },
   args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
 });
 
