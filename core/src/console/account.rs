@@ -15,7 +15,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::Console;
-use super::page::{self, Nav};
+use super::page::{self, CSRF_FIELD, Nav};
 use crate::customers::cookies::{self, secure};
 use crate::customers::device::Client;
 use crate::customers::sessions::random_secret;
@@ -25,7 +25,6 @@ use crate::operators::{self, Acceptance};
 
 const SESSION_COOKIE: &str = "verge_console";
 const SIGN_IN_CSRF_COOKIE: &str = "verge_console_signin";
-pub(crate) const CSRF_FIELD: &str = "csrf";
 const CSRF_HEADER: &str = "x-csrf-token";
 
 fn cookie(headers: &HeaderMap, name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {

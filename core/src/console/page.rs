@@ -8,8 +8,10 @@ use axum::response::IntoResponse;
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use super::account::CSRF_FIELD;
 use crate::operators::sessions::Session;
+
+/// The form field every signed-in form carries its session's CSRF token in.
+pub(crate) const CSRF_FIELD: &str = "csrf";
 
 const STYLESHEET: &str = include_str!("console.css");
 

@@ -10,6 +10,8 @@
 pub(crate) mod sessions;
 pub(crate) mod totp;
 
+pub(crate) use totp::{begin_totp, confirm_totp, pending_totp, remove_totp, second_factor_holds};
+
 use std::fmt;
 
 use serde::Serialize;
@@ -61,18 +63,10 @@ impl Role {
     pub(crate) fn scopes(self) -> Vec<Scope> {
         match self {
             Role::Owner | Role::Admin => vec![Scope::Admin],
-            Role::Editor => vec![
-                Scope::Read,
-                Scope::LinksWrite,
-                Scope::FlagsWrite,
-                Scope::RatelimitWrite,
-                Scope::CustomersWrite,
-                Scope::AutocompleteWrite,
-                Scope::CatalogWrite,
-                Scope::InventoryWrite,
-                Scope::JobsWrite,
-                Scope::OrdersWrite,
-            ],
+            // Every capability's write scope (new ones included), and reading.
+            Role::Editor => std::iter::once(Scope::Read)
+                .chain(Scope::ALL.iter().copied().filter(|scope| scope.to_string().ends_with(":write")))
+                .collect(),
             Role::Viewer => vec![Scope::Read],
         }
     }
@@ -155,8 +149,8 @@ pub(crate) async fn find(db: &Database, id: &str) -> Result<Option<Operator>, sq
 pub(crate) struct Credentials {
     pub(crate) operator: Operator,
     pub(crate) password_hash: String,
-    totp_secret: Option<String>,
-    totp_step: i64,
+    pub(crate) totp_secret: Option<String>,
+    pub(crate) totp_step: i64,
 }
 
 /// The operator and their credentials for `email`, if one exists.
@@ -174,102 +168,6 @@ pub(crate) async fn find_for_sign_in(db: &Database, email: &str) -> Result<Optio
         })),
         None => Ok(None),
     }
-}
-
-/// Whether `code` is a fresh TOTP code of the operator (always true without a second
-/// factor). Using it up is a conditional update, so two sign-ins cannot share one code.
-pub(crate) async fn second_factor_holds(
-    db: &Database,
-    credentials: &Credentials,
-    code: &str,
-) -> Result<bool, sqlx::Error> {
-    let Some(secret) = &credentials.totp_secret else { return Ok(true) };
-    let Some(step) = totp::accept(secret, code, now_millis().0, credentials.totp_step) else { return Ok(false) };
-    let used = sqlx::query("UPDATE operators SET totp_step = $1 WHERE id = $2 AND totp_step < $1")
-        .bind(step)
-        .bind(&credentials.operator.id)
-        .execute(db.pool())
-        .await?;
-    Ok(used.rows_affected() == 1)
-}
-
-/// Starts setting up a second factor: a new secret, pending until a code confirms it.
-pub(crate) async fn begin_totp(db: &Database, operator: &Operator) -> Result<String, sqlx::Error> {
-    let secret = totp::new_secret();
-    sqlx::query("UPDATE operators SET totp_pending = $1 WHERE id = $2")
-        .bind(&secret)
-        .bind(&operator.id)
-        .execute(db.pool())
-        .await?;
-    Ok(secret)
-}
-
-/// The secret being set up, if any.
-pub(crate) async fn pending_totp(db: &Database, operator: &Operator) -> Result<Option<String>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT totp_pending FROM operators WHERE id = $1").bind(&operator.id).fetch_one(db.pool()).await?;
-    row.try_get("totp_pending")
-}
-
-/// Turns the pending secret on when `code` proves the app holds it (422 `/code` otherwise).
-pub(crate) async fn confirm_totp(db: &Database, operator: &Operator, code: &str) -> Result<(), ApiError> {
-    let wrong = || {
-        ApiError::validation(vec![FieldError {
-            field: "/code".into(),
-            message: "is not the current code of the authenticator app".into(),
-        }])
-    };
-    let secret = pending_totp(db, operator).await?.ok_or_else(wrong)?;
-    let step = totp::accept(&secret, code, now_millis().0, 0).ok_or_else(wrong)?;
-    let mut tx = db.pool().begin().await?;
-    sqlx::query("UPDATE operators SET totp_secret = totp_pending, totp_pending = NULL, totp_step = $1 WHERE id = $2 AND totp_pending = $3")
-        .bind(step)
-        .bind(&operator.id)
-        .bind(&secret)
-        .execute(&mut *tx)
-        .await?;
-    crate::audit::record::<Operator>(
-        &mut tx,
-        &operator.actor(),
-        "operators.totp_enable",
-        "operator",
-        &operator.id,
-        None,
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Turns the second factor off, after a fresh code proves the operator still holds it.
-pub(crate) async fn remove_totp(db: &Database, operator: &Operator, code: &str) -> Result<(), ApiError> {
-    let Some(credentials) = find_for_sign_in(db, &operator.email).await? else {
-        return Err(ApiError::not_found("no such operator"));
-    };
-    if credentials.totp_secret.is_none() || !second_factor_holds(db, &credentials, code).await? {
-        return Err(ApiError::validation(vec![FieldError {
-            field: "/code".into(),
-            message: "is not the current code of the authenticator app".into(),
-        }]));
-    }
-    let mut tx = db.pool().begin().await?;
-    sqlx::query("UPDATE operators SET totp_secret = NULL, totp_pending = NULL WHERE id = $1")
-        .bind(&operator.id)
-        .execute(&mut *tx)
-        .await?;
-    crate::audit::record::<Operator>(
-        &mut tx,
-        &operator.actor(),
-        "operators.totp_disable",
-        "operator",
-        &operator.id,
-        None,
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Whether operator `id` exists and is not disabled (a change request of a disabled
@@ -484,4 +382,25 @@ pub(crate) async fn disable(db: &Database, id: &str, by: &Operator) -> Result<Op
         .await?;
     tx.commit().await?;
     Ok(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn editors_write_every_capability_but_not_keys_or_ingest() {
+        let scopes = Role::Editor.scopes();
+        assert!(
+            scopes.contains(&Scope::Read)
+                && scopes.contains(&Scope::OrdersWrite)
+                && scopes.contains(&Scope::LinksWrite)
+        );
+        for never in [Scope::Admin, Scope::IngestEvents, Scope::RatelimitCheck] {
+            assert!(!scopes.contains(&never), "{never}");
+        }
+        assert_eq!(Role::Viewer.scopes(), vec![Scope::Read]);
+        assert_eq!(Role::parse("owner"), Some(Role::Owner));
+        assert_eq!(Role::parse("root"), None);
+    }
 }

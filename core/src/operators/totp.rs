@@ -5,6 +5,12 @@
 
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use sqlx::Row;
+
+use super::{Credentials, Operator};
+use crate::db::Database;
+use crate::error::{ApiError, FieldError};
+use crate::time::now_millis;
 
 const STEP_SECONDS: i64 = 30;
 const DIGITS: u32 = 6;
@@ -83,6 +89,89 @@ pub(crate) fn accept(secret: &str, code: &str, now_ms: i64, after: i64) -> Optio
         }
     }
     found
+}
+
+/// Whether `code` is a fresh TOTP code of the operator (always true without a second
+/// factor). Using it up is a conditional update, so two sign-ins cannot share one code.
+pub(crate) async fn second_factor_holds(
+    db: &Database,
+    credentials: &Credentials,
+    code: &str,
+) -> Result<bool, sqlx::Error> {
+    let Some(secret) = &credentials.totp_secret else { return Ok(true) };
+    let Some(step) = accept(secret, code, now_millis().0, credentials.totp_step) else { return Ok(false) };
+    let used = sqlx::query("UPDATE operators SET totp_step = $1 WHERE id = $2 AND totp_step < $1")
+        .bind(step)
+        .bind(&credentials.operator.id)
+        .execute(db.pool())
+        .await?;
+    Ok(used.rows_affected() == 1)
+}
+
+/// Starts setting up a second factor: a new secret, pending until a code confirms it.
+pub(crate) async fn begin_totp(db: &Database, operator: &Operator) -> Result<String, sqlx::Error> {
+    let secret = new_secret();
+    sqlx::query("UPDATE operators SET totp_pending = $1 WHERE id = $2")
+        .bind(&secret)
+        .bind(&operator.id)
+        .execute(db.pool())
+        .await?;
+    Ok(secret)
+}
+
+/// The secret being set up, if any.
+pub(crate) async fn pending_totp(db: &Database, operator: &Operator) -> Result<Option<String>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT totp_pending FROM operators WHERE id = $1").bind(&operator.id).fetch_one(db.pool()).await?;
+    row.try_get("totp_pending")
+}
+
+fn wrong_code() -> ApiError {
+    ApiError::validation(vec![FieldError {
+        field: "/code".into(),
+        message: "is not the current code of the authenticator app".into(),
+    }])
+}
+
+/// Runs `change` and audits it as `action`, in one transaction.
+async fn change_totp<'q>(
+    db: &Database,
+    operator: &Operator,
+    change: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    action: &str,
+) -> Result<(), ApiError> {
+    let mut tx = db.pool().begin().await?;
+    change.execute(&mut *tx).await?;
+    crate::audit::record::<Operator>(&mut tx, &operator.actor(), action, "operator", &operator.id, None, None).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Turns the pending secret on when `code` proves the app holds it (422 `/code` otherwise).
+pub(crate) async fn confirm_totp(db: &Database, operator: &Operator, code: &str) -> Result<(), ApiError> {
+    let secret = pending_totp(db, operator).await?.ok_or_else(wrong_code)?;
+    let step = accept(&secret, code, now_millis().0, 0).ok_or_else(wrong_code)?;
+    let change = sqlx::query(
+        "UPDATE operators SET totp_secret = totp_pending, totp_pending = NULL, totp_step = $1
+         WHERE id = $2 AND totp_pending = $3",
+    )
+    .bind(step)
+    .bind(&operator.id)
+    .bind(&secret);
+    change_totp(db, operator, change, "operators.totp_enable").await
+}
+
+/// Turns the second factor off, after a fresh code proves the operator still holds it.
+pub(crate) async fn remove_totp(db: &Database, operator: &Operator, code: &str) -> Result<(), ApiError> {
+    let Some(credentials) = super::find_for_sign_in(db, &operator.email).await? else {
+        return Err(ApiError::not_found("no such operator"));
+    };
+    if credentials.totp_secret.is_none() || !second_factor_holds(db, &credentials, code).await? {
+        return Err(wrong_code());
+    }
+    let change =
+        sqlx::query("UPDATE operators SET totp_secret = NULL, totp_pending = NULL WHERE id = $1").bind(&operator.id);
+    change_totp(db, operator, change, "operators.totp_disable").await
 }
 
 #[cfg(test)]
