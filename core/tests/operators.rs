@@ -402,3 +402,30 @@ async fn documents_created_from_the_console_are_checked_by_the_api() {
     assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.text);
     assert_eq!(app.get("/v1/webhooks/endpoints", Some(&admin)).await.json["items"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn a_csv_import_reports_its_progress_batch_by_batch_and_each_refused_line() {
+    let app = TestApp::new().await;
+    let owner = owner(&app).await;
+    let token = csrf(&page(&app, "/console/links/import", Some(&owner)).await);
+    let mut csv = String::from("url,alias,tags\n");
+    for i in 0..150 {
+        // Line 5 of the file (item 3) is not a link the API accepts.
+        let url = if i == 3 { "javascript:alert(1)".to_owned() } else { format!("https://example.com/{i}") };
+        csv.push_str(&format!("{url},imp-{i},batch;csv\n"));
+    }
+    let reply = post(&app, "/console/links/import", Some(&owner), &[("csrf", &token), ("csv", &csv)]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.text.contains("100 of 150") && reply.text.contains("150 of 150"), "{}", reply.text);
+    assert!(reply.text.contains("line 5:"), "{}", reply.text);
+    assert!(reply.text.contains("Done: 149 created, 1 refused, of 150."), "{}", reply.text);
+    assert!(reply.text.trim_end().ends_with("</html>"));
+    assert_eq!(links(&app).await.len(), 50, "the first page of what was created");
+    let admin = app.admin().await;
+    let tagged = app.get("/v1/links?tag=csv&limit=200", Some(&admin)).await;
+    assert_eq!(tagged.ok()["items"].as_array().unwrap().len(), 149);
+    // A file the console cannot read is refused whole, creating nothing more.
+    let bad = post(&app, "/console/links/import", Some(&owner), &[("csrf", &token), ("csv", "href\nx\n")]).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text.contains("unknown column `href`"), "{}", bad.text);
+}

@@ -70,6 +70,7 @@ async fn render_list(
             (page::input("On domain", "on_domain", "text", &search.on_domain, None))
             button type="submit" { "Search" }
             a href="/console/links/export.csv" download { "Export CSV" }
+            @if session.operator.role.writes() { a href="/console/links/import" { "Import CSV" } }
         }
         section {
             @if links.is_empty() {

@@ -11,6 +11,7 @@ mod account;
 mod audit;
 mod chart;
 mod flags;
+mod imports;
 mod links;
 mod me;
 mod overview;
@@ -53,6 +54,7 @@ pub(crate) fn router(state: AppState, api: Router) -> Router<AppState> {
         .route("/console/overview", get(overview::page))
         .route("/console/links", get(links::list).post(links::create))
         .route("/console/links/export.csv", get(links::export))
+        .route("/console/links/import", get(imports::page).post(imports::import))
         .route("/console/links/{id}", get(links::detail).post(links::update))
         .route("/console/links/{id}/delete", post(links::delete))
         .route("/console/links/{id}/qr.svg", get(links::qr))

@@ -156,6 +156,17 @@ check(qr.startsWith('image/svg+xml'), `QR answered ${qr}`);
 const csv = await owner.evaluate(async () => (await fetch('/console/links/export.csv')).text());
 check(csv.includes('console-made'), 'the CSV export lacks the link');
 
+// --- A CSV import shows its progress and what it refused ----------------------------------
+await visit(owner, '/console/links/import', 'links-import');
+const rows = Array.from({ length: 230 }, (_, i) => `https://example.com/imported/${i},imported-${i},imported`);
+rows[7] = 'ftp://example.com/nope,imported-7,imported';
+await owner.$eval('#f-csv', (el, csv) => { el.value = csv; }, `url,alias,tags\n${rows.join('\n')}\n`);
+await submit(owner, 'form[action="/console/links/import"]');
+check((await text(owner, '[data-testid="import-done"]')) === 'Done: 229 created, 1 refused, of 230.', 'the import summary is wrong');
+check((await owner.$$('progress')).length === 3, 'the import did not report each batch');
+check((await text(owner, 'ul.error li')).startsWith('line 9:'), 'the refused line is not named');
+await audit(owner, 'links-imported');
+
 // --- A request without the CSRF token is refused -----------------------------------------
 const forged = await owner.evaluate(async () => {
   const answer = await fetch('/console/links', {
