@@ -429,3 +429,21 @@ async fn a_csv_import_reports_its_progress_batch_by_batch_and_each_refused_line(
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.text.contains("unknown column `href`"), "{}", bad.text);
 }
+
+#[tokio::test]
+async fn console_pages_are_never_cached_framed_or_allowed_scripts() {
+    let app = TestApp::new().await;
+    let owner = owner(&app).await;
+    for uri in ["/console/sign-in", "/console/overview", "/console/links"] {
+        let reply = page(&app, uri, Some(&owner)).await;
+        let header = |name: &str| reply.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert_eq!(header("cache-control"), "no-store", "{uri}");
+        assert_eq!(header("x-frame-options"), "DENY", "{uri}");
+        let csp = header("content-security-policy");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'") && !csp.contains("script-src"),
+            "{uri}: {csp}"
+        );
+        assert!(!reply.text.contains("<script"), "{uri} carries a script");
+    }
+}

@@ -100,7 +100,9 @@ fn changed_fields(changes: &Value) -> Markup {
     html! {
         @if changes.is_empty() { "—" } @else {
             ul.diff { @for change in changes {
-                li { code { (page::cell(&change["path"])) } ": " del { (brief(&change["before"])) } " → " ins { (brief(&change["after"])) } }
+                @if change["path"] == "" && change["before"].is_null() { li { ins { "created" } } }
+                @else if change["path"] == "" && change["after"].is_null() { li { del { "deleted" } } }
+                @else { li { code { (page::cell(&change["path"])) } ": " del { (brief(&change["before"])) } " → " ins { (brief(&change["after"])) } } }
             } }
         }
     }

@@ -41,7 +41,7 @@ async fn render(console: &Console, session: &Session, refusal: Option<&ApiError>
             } @else if let Some(secret) = pending {
                 @let uri = totp::uri(&secret, &who.email);
                 p { "Scan this with your authenticator app, or type the secret, then enter the code it shows." }
-                div role="img" aria-label="QR code of the authenticator secret" style="max-width:12rem" { (PreEscaped(qr(&uri))) }
+                div.qr role="img" aria-label="QR code of the authenticator secret" { (PreEscaped(qr(&uri))) }
                 p { "Secret: " span.secret data-testid="totp-secret" { (secret) } }
                 form.inline method="post" action="/console/account/totp" {
                     (page::csrf(session))

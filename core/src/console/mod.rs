@@ -71,6 +71,30 @@ pub(crate) fn router(state: AppState, api: Router) -> Router<AppState> {
         .route("/console/{section}/{table}/{id}", get(resources::item))
         .route("/console/{section}/{table}/{id}/{action}", post(resources::act))
         .with_state(console)
+        .layer(axum::middleware::map_response(harden))
+}
+
+/// Headers on every console answer: pages hold what only operators may see (never cached,
+/// never framed, no referrer beyond the console), and may load only the console's own
+/// stylesheet and images; there is no script to allow.
+async fn harden(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let set = [
+        ("cache-control", "no-store"),
+        (
+            "content-security-policy",
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+    ];
+    for (name, value) in set {
+        if !headers.contains_key(name) {
+            headers.insert(name, axum::http::HeaderValue::from_static(value));
+        }
+    }
+    response
 }
 
 /// An answer of the API, read as JSON.

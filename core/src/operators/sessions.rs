@@ -30,10 +30,11 @@ impl Session {
     }
 }
 
-/// Starts a session for `operator`; returns the cookie's token.
+/// Starts a session for `operator` (audited as `operators.sign_in`); returns the cookie's token.
 pub(crate) async fn start(db: &Database, operator: &Operator) -> Result<String, sqlx::Error> {
     let token = random_secret("");
     let now = now_millis().0;
+    let mut tx = db.pool().begin().await?;
     sqlx::query(
         "INSERT INTO operator_sessions (token_hash, operator_id, csrf, created_at, expires_at, last_seen_at)
          VALUES ($1, $2, $3, $4, $5, $4)",
@@ -43,8 +44,11 @@ pub(crate) async fn start(db: &Database, operator: &Operator) -> Result<String, 
     .bind(random_secret(""))
     .bind(now)
     .bind(now + SESSION_TTL_MS)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
+    let actor = operator.actor();
+    crate::audit::record::<Operator>(&mut tx, &actor, "operators.sign_in", "operator", &operator.id, None, None).await?;
+    tx.commit().await?;
     Ok(token)
 }
 
