@@ -47,7 +47,8 @@ pub(crate) async fn start(db: &Database, operator: &Operator) -> Result<String, 
     .execute(&mut *tx)
     .await?;
     let actor = operator.actor();
-    crate::audit::record::<Operator>(&mut tx, &actor, "operators.sign_in", "operator", &operator.id, None, None).await?;
+    crate::audit::record::<Operator>(&mut tx, &actor, "operators.sign_in", "operator", &operator.id, None, None)
+        .await?;
     tx.commit().await?;
     Ok(token)
 }
