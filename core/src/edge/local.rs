@@ -98,7 +98,7 @@ pub(crate) async fn artifacts() -> anyhow::Result<EdgeArtifacts> {
     };
     let target = target_dir(&root);
     let artifacts = EdgeArtifacts {
-        component: target.join("wasm32-wasip2/wasm-release/verge_edge.wasm"),
+        component: target.join("wasm32-wasip2/wasm-speed/verge_edge.wasm"),
         host: target.join(PROFILE).join("verge-edge-host"),
     };
     let component_inputs = [root.join("edge"), root.join("shared-wasm"), root.join("Cargo.lock")];
@@ -107,7 +107,7 @@ pub(crate) async fn artifacts() -> anyhow::Result<EdgeArtifacts> {
         "edge component",
         &artifacts.component,
         &component_inputs,
-        &["build", "-p", "verge-edge", "--target", "wasm32-wasip2", "--profile", "wasm-release"],
+        &["build", "-p", "verge-edge", "--target", "wasm32-wasip2", "--profile", "wasm-speed"],
     )
     .await?;
     let mut host_args = vec!["build", "-p", "verge-local"];
