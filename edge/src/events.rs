@@ -27,7 +27,7 @@ const MAX_FIELD_CHARS: usize = 256;
 pub struct Events {
     /// False when the platform will not send them: pushes are then no-ops.
     enabled: bool,
-    /// `{…},{…}` without the surrounding `{"events":[` … `]}`.
+    /// `{"events":[{…},{…}` so far: [`Events::into_batch`] only closes it.
     body: String,
     count: usize,
 }
@@ -43,6 +43,16 @@ impl Events {
         Events { enabled, body: String::new(), count: 0 }
     }
 
+    /// Opens the body at the first event, with room for a click's.
+    fn open(&mut self) {
+        if self.count == 0 {
+            self.body.reserve(384);
+            self.body.push_str(BATCH_HEAD);
+        } else {
+            self.body.push(',');
+        }
+    }
+
     /// Records one event of `kind` (e.g. `edge.not_found`) with string fields.
     pub fn push<H: Host>(&mut self, host: &H, kind: &str, fields: &[(&str, &str)]) {
         self.push_flagged(host, kind, fields, &[]);
@@ -56,9 +66,7 @@ impl Events {
         let now = host.now_millis();
         let mut random = [0u8; 10];
         host.fill_random(&mut random);
-        if self.count > 0 {
-            self.body.push(',');
-        }
+        self.open();
         self.body.push_str("{\"id\":\"");
         self.body.push_str(&format_id("evt", now, random));
         self.body.push_str("\",\"kind\":");
@@ -103,11 +111,9 @@ impl Events {
         if self.count == 0 {
             return None;
         }
-        let mut out = String::with_capacity(self.body.len() + 14);
-        out.push_str("{\"events\":[");
-        out.push_str(&self.body);
-        out.push_str("]}");
-        Some(out.into_bytes())
+        let mut body = self.body;
+        body.push_str("]}");
+        Some(body.into_bytes())
     }
 }
 
@@ -118,13 +124,28 @@ fn truncate(value: &str) -> &str {
     }
 }
 
+const BATCH_HEAD: &str = "{\"events\":[";
+
 /// The core's limit on events in one `POST /v1/events`.
 pub const MAX_POST_EVENTS: usize = 1000;
 
 /// The number of events in a batch [`Events::into_batch`] made: every event opens with its
 /// id, and string values escape their quotes, so the pattern counts events exactly.
 pub fn count_events(batch: &[u8]) -> usize {
-    batch.windows(7).filter(|w| *w == b"{\"id\":\"").count()
+    const OPEN: &[u8] = b"{\"id\":\"";
+    // Only at a `{` can an event open: a byte search, not a window compare at every byte.
+    let mut count = 0;
+    let mut rest = batch;
+    while let Some(at) = rest.iter().position(|&b| b == b'{') {
+        rest = &rest[at..];
+        if rest.starts_with(OPEN) {
+            count += 1;
+            rest = &rest[OPEN.len()..];
+        } else {
+            rest = &rest[1..];
+        }
+    }
+    count
 }
 
 /// One `{"events":[…]}` body merged from request batches.
@@ -137,8 +158,12 @@ pub struct Post {
 impl Post {
     /// Adds a batch's events; a batch of another shape is left out and `false` returned.
     pub fn add(&mut self, batch: &[u8]) -> bool {
-        const HEAD: &[u8] = b"{\"events\":[";
-        let Some(inner) = batch.strip_prefix(HEAD).and_then(|rest| rest.strip_suffix(b"]}")) else {
+        self.add_counted(batch, None)
+    }
+
+    /// [`Post::add`] for a batch whose events were counted already.
+    fn add_counted(&mut self, batch: &[u8], count: Option<usize>) -> bool {
+        let Some(inner) = batch.strip_prefix(BATCH_HEAD.as_bytes()).and_then(|rest| rest.strip_suffix(b"]}")) else {
             return false;
         };
         if !inner.is_empty() {
@@ -146,7 +171,7 @@ impl Post {
                 self.body.push(b',');
             }
             self.body.extend_from_slice(inner);
-            self.count += count_events(inner);
+            self.count += count.unwrap_or_else(|| count_events(inner));
         }
         true
     }
@@ -188,8 +213,8 @@ impl Coalescer {
             if post.count() > 0 && post.count() + count > MAX_POST_EVENTS {
                 break;
             }
-            let (batch, _) = self.waiting.pop_front().expect("a front");
-            post.add(&batch);
+            let (batch, count) = self.waiting.pop_front().expect("a front");
+            post.add_counted(&batch, Some(count));
         }
         if post.count() == 0 {
             self.sending = false;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::{Map, Value};
 use verge_shared::flags::{FlagSet, Resolution, client_key_hash};
-use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
+use verge_shared::kv::versioned_key;
 
 use crate::body::Body;
 use crate::events::Events;
@@ -192,10 +192,7 @@ async fn authorize<H: Host>(host: &H, request: &Request<Body>) -> Result<Current
         Ok(None) => return Err(forbidden()),
         Err(_) => return Err(unavailable()),
     };
-    let manifest = match host.kv_get(MANIFEST_KEY).await {
-        Ok(Some(bytes)) => Manifest::decode(&bytes).map_err(|_| unavailable())?,
-        _ => return Err(unavailable()),
-    };
+    let Some(manifest) = crate::manifest::with_dataset(host, &dataset).await else { return Err(unavailable()) };
     let Some(live) = manifest.get(&dataset) else { return Err(unavailable()) };
     Ok(Current { version: live.version, hash: live.hash.clone(), dataset })
 }
@@ -270,10 +267,10 @@ fn read_context(body: &[u8]) -> Result<Value, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Map::new()));
     }
-    let request: Value = serde_json::from_slice(body).map_err(|err| format!("the body is not JSON: {err}"))?;
-    match request.get("context") {
+    let mut request: Value = serde_json::from_slice(body).map_err(|err| format!("the body is not JSON: {err}"))?;
+    match request.get_mut("context").map(Value::take) {
         None | Some(Value::Null) => Ok(Value::Object(Map::new())),
-        Some(context @ Value::Object(_)) => Ok(context.clone()),
+        Some(context @ Value::Object(_)) => Ok(context),
         Some(_) => Err("`context` must be an object".into()),
     }
 }

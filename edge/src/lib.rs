@@ -15,6 +15,7 @@ mod flags;
 pub mod host;
 mod json;
 mod links;
+mod manifest;
 pub mod problem;
 mod ratelimit;
 mod request;

@@ -30,12 +30,15 @@ pub(crate) async fn serve<H: Host>(
     };
     let Ok(link) = LinkRecord::decode(&value) else { return not_found_url(host, domain).await };
     let user_agent = header_str(request, header::USER_AGENT);
-    let agent = agent::Agent::parse(user_agent);
+    // Reading the agent is a fair share of a redirect's CPU: only device targets and the
+    // click event need it.
+    let device_targeted = link.ios.is_some() || link.android.is_some() || link.desktop.is_some();
+    let agent = (device_targeted || events.is_enabled()).then(|| agent::Agent::parse(user_agent));
     let client = host.client();
     let country = client.country.map(|c| [c[0] as char, c[1] as char].iter().collect::<String>());
     let visit = Visit {
         query: request.uri().query(),
-        device: agent.device,
+        device: agent.map_or(agent::Device::Other, |agent| agent.device),
         country: country.as_deref(),
         now_millis: host.now_millis(),
     };
@@ -58,7 +61,7 @@ pub(crate) async fn serve<H: Host>(
     };
     let decision = links::decide(&link, &visit, password_ok);
     // The click event (and the visitor hash in it, a SHA-256) only where events are sent.
-    if let (Decision::Redirect { .. }, true) = (&decision, events.is_enabled()) {
+    if let (Decision::Redirect { .. }, Some(agent)) = (&decision, agent.filter(|_| events.is_enabled())) {
         let bot = method == Method::HEAD || agent.bot;
         let ip = client.ip.map(|ip| ip.to_string()).unwrap_or_default();
         let salt = visitor_salt(host).await;

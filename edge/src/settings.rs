@@ -1,6 +1,6 @@
 //! The edge settings the core publishes (`verge_shared::settings`), as handlers read them.
 
-use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
+use verge_shared::kv::versioned_key;
 use verge_shared::settings::{self, EdgeSettings};
 
 use crate::host::Host;
@@ -8,9 +8,8 @@ use crate::host::Host;
 /// The published edge settings; defaults when they cannot be read, so an edge that has
 /// not seen a publish still reports not-found requests.
 pub(crate) async fn edge_settings<H: Host>(host: &H) -> EdgeSettings {
-    let Ok(Some(manifest)) = host.kv_get(MANIFEST_KEY).await else { return EdgeSettings::default() };
-    let Some(version) = Manifest::decode(&manifest).ok().and_then(|m| m.get(settings::DATASET).map(|d| d.version))
-    else {
+    let manifest = crate::manifest::live(host).await;
+    let Some(version) = manifest.as_deref().and_then(|m| m.get(settings::DATASET)).map(|d| d.version) else {
         return EdgeSettings::default();
     };
     match host.kv_get(&versioned_key(settings::DATASET, version, settings::PART)).await {

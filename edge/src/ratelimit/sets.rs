@@ -1,19 +1,17 @@
 //! The rate-limit datasets an instance has read: each domain's policy set (`rl/<domain>`)
 //! and the keys that may use the check route (`rl-checkers`), parsed once per version.
 //!
-//! An instance trusts what it read for [`RECHECK_MS`] before it looks at the manifest
-//! again, so a change applies within a second without a manifest read per request.
+//! An instance trusts the manifest it read for a quarter of a second (`crate::manifest`), so a
+//! change applies within a second without a manifest read per request.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
+use verge_shared::kv::versioned_key;
 use verge_shared::ratelimit::{CHECKERS_DATASET, CHECKERS_PART, PolicySet};
 
 use crate::host::Host;
 
-/// How long an instance trusts a dataset it read before looking at the manifest again.
-pub(crate) const RECHECK_MS: u64 = 250;
 /// Datasets kept per instance (an instance serves the edge's own and a few checked domains).
 const KEPT: usize = 16;
 const POLICIES_PART: &str = "policies";
@@ -30,7 +28,6 @@ pub(crate) struct Loaded<T> {
     dataset: String,
     /// The version and content hash the manifest named when it was read.
     version: Option<(u64, String)>,
-    checked_at_ms: u64,
     value: Arc<T>,
 }
 
@@ -61,9 +58,9 @@ fn parse_checkers(bytes: &[u8]) -> Vec<Checker> {
         .collect()
 }
 
-/// A whole-read dataset part as an instance keeps it: parsed once per published version,
-/// trusted for [`RECHECK_MS`] before the manifest is read again. Other capabilities'
-/// datasets (the session key set) use it too.
+/// A whole-read dataset part as an instance keeps it: parsed once per published version
+/// of the manifest the instance trusts (`crate::manifest`). Other capabilities' datasets
+/// (the session key set) use it too.
 pub(crate) async fn load<H: Host, T: Default>(
     host: &H,
     cache: &'static std::thread::LocalKey<RefCell<Vec<Loaded<T>>>>,
@@ -83,32 +80,19 @@ pub(crate) async fn load_versioned<H: Host, T: Default>(
     part: &str,
     parse: fn(&[u8]) -> T,
 ) -> (Arc<T>, Option<u64>) {
-    let now = host.now_millis();
-    let fresh = cache.with_borrow(|kept| {
-        kept.iter()
-            .find(|l| l.dataset == dataset && now.saturating_sub(l.checked_at_ms) < RECHECK_MS)
-            .map(|l| (l.value.clone(), l.version.as_ref().map(|v| v.0)))
-    });
-    if let Some(found) = fresh {
-        return found;
+    let manifest = crate::manifest::live(host).await;
+    let live = manifest.as_deref().and_then(|m| m.get(dataset)).map(|d| (d.version, d.hash.as_str()));
+    let number = live.map(|(version, _)| version);
+    let same = |l: &Loaded<T>| l.dataset == dataset && l.version.as_ref().map(|(v, h)| (*v, h.as_str())) == live;
+    if let Some(value) = cache.with_borrow(|kept| kept.iter().find(|l| same(l)).map(|l| l.value.clone())) {
+        return (value, number);
     }
-    let version = match host.kv_get(MANIFEST_KEY).await {
-        Ok(Some(bytes)) => {
-            Manifest::decode(&bytes).ok().and_then(|m| m.get(dataset).map(|d| (d.version, d.hash.clone())))
-        }
-        _ => None,
-    };
-    let known = cache.with_borrow(|kept| {
-        kept.iter()
-            .find(|l| l.dataset == dataset && l.version.is_some() && l.version == version)
-            .map(|l| l.value.clone())
-    });
-    let value = match (&version, known) {
-        (None, _) => Arc::new(T::default()),
-        (Some(_), Some(value)) => value,
-        (Some((number, _)), None) => match host.kv_get(&versioned_key(dataset, *number, part)).await {
+    let value = match live {
+        None => Arc::new(T::default()),
+        Some((version, _)) => match host.kv_get(&versioned_key(dataset, version, part)).await {
             Ok(Some(bytes)) => Arc::new(parse(&bytes)),
-            _ => Arc::new(T::default()),
+            // Not kept: the next request reads it again.
+            _ => return (Arc::new(T::default()), number),
         },
     };
     cache.with_borrow_mut(|kept| {
@@ -116,8 +100,8 @@ pub(crate) async fn load_versioned<H: Host, T: Default>(
         if kept.len() >= KEPT {
             kept.remove(0);
         }
-        let number = version.as_ref().map(|v| v.0);
-        kept.push(Loaded { dataset: dataset.to_owned(), version, checked_at_ms: now, value: value.clone() });
+        let version = live.map(|(version, hash)| (version, hash.to_owned()));
+        kept.push(Loaded { dataset: dataset.to_owned(), version, value: value.clone() });
         (value, number)
     })
 }

@@ -144,7 +144,7 @@ fn without_counters_each_policy_fails_the_way_it_says() {
     assert!(text(&refused).contains("\"code\":\"counter_store_unavailable\""));
     let mut open = edge(&[policy("rl_open", per_client(10, "fixed_window"))], 2);
     open.counters_down = true;
-    open.elapsed_ms.set(sets::RECHECK_MS); // the same instance, once it looks again
+    open.elapsed_ms.set(crate::manifest::RECHECK_MS); // the same instance, once it looks again
     let allowed = visit(&open);
     assert_eq!(allowed.status(), StatusCode::FOUND);
     assert!(allowed.headers().get("ratelimit").is_none(), "no figures to report");
@@ -198,7 +198,7 @@ fn a_new_policy_set_applies_once_the_recheck_interval_has_passed() {
     assert_eq!(visit(&host).headers().get("ratelimit"), None);
     let newer = edge(&[policy("rl_links", per_client(5, "fixed_window"))], 2);
     host.kv = newer.kv;
-    host.elapsed_ms.set(sets::RECHECK_MS);
+    host.elapsed_ms.set(crate::manifest::RECHECK_MS);
     assert_eq!(visit(&host).headers()["ratelimit-policy"], "\"rl_links\";q=5;w=60");
 }
 
