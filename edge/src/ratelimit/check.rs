@@ -171,7 +171,7 @@ async fn answer<H: Host>(host: &H, call: &Call, events: &mut Events) -> Response
     let (mut denied, mut unavailable, mut wait) = (false, false, None::<u64>);
     for (entries, cost) in &call.descriptors {
         let descriptor: Vec<(&str, &str)> = entries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let Some(selected) = set.select(&call.domain, &descriptor) else {
+        let Some(selected) = set.set.select(&call.domain, &descriptor) else {
             results.push(json!({"policy": null, "allowed": true, "shadow_denied": false, "plan": null, "limit": null,
                 "period_seconds": null, "remaining": null, "reset_seconds": null, "retry_after_seconds": null,
                 "store_unavailable": false}));

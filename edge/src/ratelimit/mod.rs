@@ -25,7 +25,7 @@ mod tests;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 pub(crate) use verge_shared::ratelimit::Outcome;
 use verge_shared::ratelimit::window::{self, Kind, WindowState};
-use verge_shared::ratelimit::{Decision, Failure, Limit, Mode, PolicySet, Selected, headers, ip_prefix};
+use verge_shared::ratelimit::{Decision, Failure, Limit, Mode, Selected, headers, ip_prefix};
 
 use crate::body::Body;
 use crate::events::Events;
@@ -105,7 +105,7 @@ pub(crate) async fn enforce<H: Host>(
     events: &mut Events,
 ) -> Result<Allowed, Response<Body>> {
     let set = sets::policies(host, DOMAIN).await;
-    if set.policies.is_empty() {
+    if set.set.policies.is_empty() {
         return Ok(Allowed::default());
     }
     let mut allowed = Allowed::default();
@@ -139,31 +139,35 @@ pub(crate) async fn enforce<H: Host>(
     }
 }
 
-/// One selected policy per descriptor shape (and tier key) the set holds.
-fn select_all<'p>(set: &'p PolicySet, facts: &Facts<'_>) -> Vec<Selected<'p>> {
-    let mut shapes: Vec<(Vec<&str>, Option<&str>)> = Vec::new();
-    for policy in set.policies.iter().filter(|p| p.domain == DOMAIN) {
-        let shape = (policy.shape().collect::<Vec<_>>(), policy.tiers.as_ref().map(|t| t.key.as_str()));
-        if !shapes.contains(&shape) {
-            shapes.push(shape);
+/// One selected policy per descriptor shape (and tier key) the set holds; each fact is
+/// read from the request once, however many shapes name it.
+fn select_all<'p>(policies: &'p sets::Policies, facts: &Facts<'_>) -> Vec<Selected<'p>> {
+    let mut known: Vec<(&str, Option<String>)> = Vec::new();
+    let mut fact = |key: &'p str| match known.iter().find(|(k, _)| *k == key) {
+        Some((_, value)) => value.clone(),
+        None => {
+            let value = facts.value(key);
+            known.push((key, value.clone()));
+            value
         }
+    };
+    let mut selected = Vec::new();
+    'shapes: for (keys, tier_key) in &policies.shapes {
+        let mut values: Vec<(&str, String)> = Vec::with_capacity(keys.len() + 1);
+        for key in keys {
+            let Some(value) = fact(key) else { continue 'shapes };
+            values.push((key, value));
+        }
+        // A request without the tier key is held to the policy's base limit.
+        if let Some(tier_key) = tier_key
+            && let Some(plan) = fact(tier_key)
+        {
+            values.push((tier_key, plan));
+        }
+        let descriptor: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        selected.extend(policies.set.select(DOMAIN, &descriptor));
     }
-    shapes
-        .iter()
-        .filter_map(|(keys, tier_key)| {
-            let mut values: Vec<(&str, String)> = Vec::with_capacity(keys.len() + 1);
-            for key in keys {
-                values.push((key, facts.value(key)?));
-            }
-            if let Some(tier_key) = tier_key
-                && let Some(plan) = facts.value(tier_key)
-            {
-                values.push((tier_key, plan));
-            }
-            let descriptor: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            set.select(DOMAIN, &descriptor)
-        })
-        .collect()
+    selected
 }
 
 /// The platform counter of window `window` (of `period_us`) of the counter whose SHA-256

@@ -31,16 +31,46 @@ pub(crate) struct Loaded<T> {
     value: Arc<T>,
 }
 
+/// A domain's policy set, with the descriptor shapes its policies have worked out once per
+/// version rather than on every request.
+#[derive(Default)]
+pub(crate) struct Policies {
+    pub(crate) set: PolicySet,
+    /// Each distinct (keys in order, tier key) among the set's policies.
+    pub(crate) shapes: Vec<(Vec<String>, Option<String>)>,
+}
+
+impl Policies {
+    /// A published set holds its own domain's policies alone, so its shapes are theirs.
+    fn of(set: PolicySet) -> Policies {
+        let mut shapes: Vec<(Vec<String>, Option<String>)> = Vec::new();
+        for policy in &set.policies {
+            let shape =
+                (policy.shape().map(str::to_owned).collect::<Vec<_>>(), policy.tiers.as_ref().map(|t| t.key.clone()));
+            if !shapes.contains(&shape) {
+                shapes.push(shape);
+            }
+        }
+        Policies { set, shapes }
+    }
+}
+
 thread_local! {
-    static POLICY_SETS: RefCell<Vec<Loaded<PolicySet>>> = const { RefCell::new(Vec::new()) };
+    static POLICY_SETS: RefCell<Vec<Loaded<Policies>>> = const { RefCell::new(Vec::new()) };
     static CHECKERS: RefCell<Vec<Loaded<Vec<Checker>>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The live policy set of `domain`; empty when none is published or it cannot be read.
-pub(crate) async fn policies<H: Host>(host: &H, domain: &str) -> Arc<PolicySet> {
-    let dataset = format!("rl/{domain}");
-    load(host, &POLICY_SETS, &dataset, POLICIES_PART, |bytes| PolicySet::from_json(bytes).unwrap_or_default()).await
+pub(crate) async fn policies<H: Host>(host: &H, domain: &str) -> Arc<Policies> {
+    let dataset = if domain == super::DOMAIN { EDGE_DATASET.to_owned() } else { format!("rl/{domain}") };
+    load(host, &POLICY_SETS, &dataset, POLICIES_PART, |bytes| {
+        Policies::of(PolicySet::from_json(bytes).unwrap_or_default())
+    })
+    .await
 }
+
+/// `rl/<domain>` of the edge's own domain, the one every request reads.
+const EDGE_DATASET: &str = "rl/edge";
 
 /// The keys the check route accepts; none when none are published.
 pub(crate) async fn checkers<H: Host>(host: &H) -> Arc<Vec<Checker>> {

@@ -7,7 +7,7 @@ use http::Method;
 use serde_json::{Value, json};
 use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
 use verge_shared::links::{LinkRecord, link_key};
-use verge_shared::ratelimit::Policy;
+use verge_shared::ratelimit::{Policy, PolicySet};
 
 use super::*;
 use crate::host::Client;
@@ -166,6 +166,30 @@ fn the_most_specific_policy_of_a_shape_applies_and_every_shape_counts() {
     assert_eq!(visit(&host).status(), StatusCode::FOUND);
     let third = visit(&host);
     assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS, "the country policy is spent");
+}
+
+#[test]
+fn a_tier_header_picks_the_plan_limit_and_its_absence_the_base_limit() {
+    let mut tiered = per_client(1, "fixed_window");
+    tiered["tiers"] = json!({"key": "header.x-plan", "limits": {"pro": {"algorithm": "fixed_window", "limit": 3,
+                              "period_seconds": 60}}});
+    let host = edge(&[policy("rl_tiered", tiered)], 1);
+    let visit_as = |plan: Option<&str>| {
+        let mut request = Request::builder().uri("http://go.example/gox");
+        if let Some(plan) = plan {
+            request = request.header("x-plan", plan);
+        }
+        futures_executor::block_on(crate::handle(&host, request.body(Vec::new()).unwrap()))
+    };
+    let pro = visit_as(Some("pro"));
+    assert_eq!(pro.headers()["ratelimit-policy"], "\"rl_tiered\";q=3;w=60", "the pro plan's limit");
+    assert_eq!(visit_as(Some("pro")).status(), StatusCode::FOUND);
+    // One count per client whatever the plan: the base limit of 1 is spent already.
+    let base = visit_as(None);
+    assert_eq!(base.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(base.headers()["ratelimit-policy"].to_str().unwrap().contains("q=1;"), "the base limit without a plan");
+    assert_eq!(visit_as(Some("pro")).status(), StatusCode::FOUND, "the third of pro's three");
+    assert_eq!(visit_as(Some("pro")).status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[test]
