@@ -95,7 +95,8 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
     assert!(body.contains("\"code\":\"link_not_found\""), "{body}");
 
     // A change made through the core reaches the edge within a second: turning reporting
-    // off publishes a new settings version, and then a 404 sends nothing.
+    // off publishes a new settings version, and once instances have looked at the manifest
+    // again (they trust the one they read for 250 ms) a 404 sends nothing.
     let changed = Instant::now();
     let reply = common::process::http(
         &core,
@@ -113,6 +114,8 @@ async fn verge_dev_serves_prints_a_key_and_stops_cleanly_on_sigterm() {
         assert!(changed.elapsed() < Duration::from_secs(1), "the edge still shows {body} a second after the change");
         std::thread::sleep(Duration::from_millis(10));
     }
+    std::thread::sleep(Duration::from_millis(260));
+    assert!(changed.elapsed() < Duration::from_millis(1300), "the change took over a second to apply");
     assert_eq!(http_get(&edge, "/quiet/now", None).0, 404);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let quiet: Vec<(String,)> =
