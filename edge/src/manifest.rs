@@ -28,10 +28,7 @@ thread_local! {
 /// the next request looks again).
 pub(crate) async fn live<H: Host>(host: &H) -> Option<Arc<Manifest>> {
     let now = host.now_millis();
-    let kept = KEPT.with_borrow(|kept| {
-        kept.as_ref().filter(|(read_at, _)| now.saturating_sub(*read_at) < RECHECK_MS).map(|(_, m)| m.clone())
-    });
-    match kept {
+    match trusted(now) {
         Some(manifest) => Some(manifest),
         None => read(host, now).await,
     }
@@ -39,10 +36,18 @@ pub(crate) async fn live<H: Host>(host: &H) -> Option<Arc<Manifest>> {
 
 /// The live manifest, read again now unless the kept one already names `dataset`.
 pub(crate) async fn with_dataset<H: Host>(host: &H, dataset: &str) -> Option<Arc<Manifest>> {
-    match live(host).await {
+    let now = host.now_millis();
+    match trusted(now) {
         Some(manifest) if manifest.get(dataset).is_some() => Some(manifest),
-        _ => read(host, host.now_millis()).await,
+        _ => read(host, now).await,
     }
+}
+
+/// The kept manifest, if it is younger than [`RECHECK_MS`] at `now`.
+fn trusted(now: u64) -> Option<Arc<Manifest>> {
+    KEPT.with_borrow(|kept| {
+        kept.as_ref().filter(|(read_at, _)| now.saturating_sub(*read_at) < RECHECK_MS).map(|(_, m)| m.clone())
+    })
 }
 
 async fn read<H: Host>(host: &H, now: u64) -> Option<Arc<Manifest>> {

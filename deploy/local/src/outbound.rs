@@ -26,18 +26,6 @@ pub(crate) struct OutboundPolicy {
     pooled: Client<HttpConnector, WasiBody>,
 }
 
-impl std::fmt::Debug for OutboundPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboundPolicy").field("allowed", &self.allowed).finish_non_exhaustive()
-    }
-}
-
-impl Default for OutboundPolicy {
-    fn default() -> OutboundPolicy {
-        OutboundPolicy::only(None)
-    }
-}
-
 impl OutboundPolicy {
     /// Allows requests to the origin of `core_url` (e.g. `http://127.0.0.1:8080`).
     pub(crate) fn only(core_url: Option<&http::Uri>) -> OutboundPolicy {

@@ -62,15 +62,12 @@ thread_local! {
 
 /// The live policy set of `domain`; empty when none is published or it cannot be read.
 pub(crate) async fn policies<H: Host>(host: &H, domain: &str) -> Arc<Policies> {
-    let dataset = if domain == super::DOMAIN { EDGE_DATASET.to_owned() } else { format!("rl/{domain}") };
+    let dataset = format!("rl/{domain}");
     load(host, &POLICY_SETS, &dataset, POLICIES_PART, |bytes| {
         Policies::of(PolicySet::from_json(bytes).unwrap_or_default())
     })
     .await
 }
-
-/// `rl/<domain>` of the edge's own domain, the one every request reads.
-const EDGE_DATASET: &str = "rl/edge";
 
 /// The keys the check route accepts; none when none are published.
 pub(crate) async fn checkers<H: Host>(host: &H) -> Arc<Vec<Checker>> {

@@ -193,6 +193,16 @@ fn a_tier_header_picks_the_plan_limit_and_its_absence_the_base_limit() {
 }
 
 #[test]
+fn a_policy_set_that_could_not_be_read_is_read_again_by_the_next_request() {
+    let mut host = edge(&[policy("rl_any", per_client(5, "fixed_window"))], 1);
+    let part = host.kv.remove(&versioned_key("rl/edge", 1, "policies")).unwrap();
+    assert!(!visit(&host).headers().contains_key("ratelimit-policy"), "nothing to enforce without the set");
+    // The same version, now readable, within the manifest's recheck interval.
+    host.kv.insert(versioned_key("rl/edge", 1, "policies"), part);
+    assert_eq!(visit(&host).headers()["ratelimit-policy"], "\"rl_any\";q=5;w=60");
+}
+
+#[test]
 fn ofrep_calls_are_counted_per_client_key_and_refusals_carry_cors() {
     let per_key = json!({"name": "evaluations per key", "descriptor": [{"key": "route", "value": "ofrep"}, {"key": "api_key"}],
                          "limit": {"algorithm": "fixed_window", "limit": 1, "period_seconds": 60}});
