@@ -5,6 +5,8 @@
 //! each only implement that trait in a thin entry crate under `deploy/`. Decisions
 //! themselves come from `verge-shared`, so the edge and the core agree.
 
+#[cfg(any(test, all(target_family = "wasm", not(target_feature = "atomics"))))]
+mod alloc;
 mod attempts;
 mod autocomplete;
 pub mod body;
@@ -24,6 +26,11 @@ mod sessions;
 mod settings;
 #[cfg(all(target_os = "wasi", target_env = "p2"))]
 mod spin;
+
+/// Small blocks from free lists per size class; see `alloc` for why.
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses<std::alloc::System> = alloc::SizeClasses::new(std::alloc::System);
 
 pub use events::Events;
 pub use host::{Client, Host, HostError};
