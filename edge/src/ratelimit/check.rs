@@ -10,6 +10,7 @@
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
+use subtle::ConstantTimeEq;
 use verge_shared::ratelimit::{Decision, headers};
 
 use super::{DECISION_KIND, Outcome, decide, fields, sets};
@@ -66,7 +67,7 @@ async fn authorize<'r, H: Host>(host: &H, request: &'r Request<Body>) -> Result<
     // Every published hash is compared in full, so timing says nothing about which
     // (or how much of one) matched.
     let known = sets::checkers(host).await.iter().fold(false, |found, checker| {
-        let same = constant_time_eq(checker.hash.as_bytes(), hash.as_bytes());
+        let same = bool::from(checker.hash.as_bytes().ct_eq(hash.as_bytes()));
         found | (same && checker.expires_at_ms.is_none_or(|at| at > now))
     });
     if known {
@@ -78,10 +79,6 @@ async fn authorize<'r, H: Host>(host: &H, request: &'r Request<Body>) -> Result<
             "this key may not check rate limits here (unknown, revoked, expired, or without `ratelimit:check`)",
         ))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// Reads the body as the core does, reporting every problem with its JSON pointer.

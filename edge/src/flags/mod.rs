@@ -2,7 +2,8 @@
 //! and the bulk `POST /ofrep/v1/evaluate/flags`, answered from edge KV alone.
 //!
 //! A client key (`Authorization: Bearer …` or `X-API-Key`) is looked up by its SHA-256
-//! under `flagkeys/`, which names the environment's dataset; the manifest gives its live
+//! under `flagkeys/`, which names the environment's dataset (kept per instance for a
+//! quarter second, `keys`); the manifest gives its live
 //! version. A bulk request reads the whole set, which is then kept parsed per instance for
 //! that version. A single-flag request on an instance that has not parsed the whole set
 //! reads that flag's own record (`verge_shared::flags::flag_part`) instead, so its cost
@@ -12,11 +13,13 @@
 //! Each request that reached a flag set reports a `flag.evaluation` event (the flag, or
 //! `bulk`), from which the core tells which flags have gone stale.
 
+mod keys;
+
 use std::sync::{Arc, Mutex};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::{Map, Value};
-use verge_shared::flags::{FlagSet, Resolution, client_key_hash};
+use verge_shared::flags::{FlagSet, Resolution};
 use verge_shared::kv::versioned_key;
 
 use crate::body::Body;
@@ -25,7 +28,6 @@ use crate::host::Host;
 use crate::request::cors;
 
 pub(crate) const PREFIX: &str = "/ofrep/v1/evaluate/flags";
-const CLIENT_KEY_PREFIX: &str = "flagkeys/";
 const DOCUMENT_PART: &str = "flagd";
 const EVALUATION_KIND: &str = "flag.evaluation";
 /// Flag sets kept parsed per instance (an instance serves one or a few environments).
@@ -185,11 +187,11 @@ async fn authorize<H: Host>(host: &H, request: &Request<Body>) -> Result<Current
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"verge\""));
         return Err(response);
     };
-    let forbidden = || crate::problem::response(StatusCode::FORBIDDEN, "forbidden", "this client key is not valid");
-    // The lookup is by hash: the token itself is never compared.
-    let dataset = match host.kv_get(&format!("{CLIENT_KEY_PREFIX}{}", client_key_hash(token))).await {
-        Ok(Some(value)) => String::from_utf8(value).map_err(|_| forbidden())?,
-        Ok(None) => return Err(forbidden()),
+    let dataset = match keys::dataset_of(host, token).await {
+        Ok(Some(dataset)) => dataset,
+        Ok(None) => {
+            return Err(crate::problem::response(StatusCode::FORBIDDEN, "forbidden", "this client key is not valid"));
+        }
         Err(_) => return Err(unavailable()),
     };
     let Some(manifest) = crate::manifest::with_dataset(host, &dataset).await else { return Err(unavailable()) };
