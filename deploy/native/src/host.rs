@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -69,11 +70,23 @@ type Response = http::Response<Full<Bytes>>;
 impl Node {
     async fn handle(&self, request: http::Request<Incoming>, peer: SocketAddr) -> Response {
         let (mut parts, incoming) = request.into_parts();
-        // The edge reads the host from the URI, where the platforms put it.
-        let host = parts.headers.get(http::header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        if let Ok(uri) = format!("http://{host}{path}").parse() {
-            parts.uri = uri;
+        // The edge reads the host from the URI, where the platforms put it. The path is
+        // kept as hyper parsed it (a cheap clone), only the authority is parsed here.
+        // A `Host` that is no authority leaves the URI as it came (the edge then reads it
+        // from the header, and finds nothing under it).
+        let authority = match parts.headers.get(http::header::HOST) {
+            Some(host) => http::uri::Authority::from_maybe_shared(Bytes::copy_from_slice(host.as_bytes())).ok(),
+            None => Some(http::uri::Authority::from_static("localhost")),
+        };
+        if let Some(authority) = authority {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(authority);
+            uri.path_and_query =
+                Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+            if let Ok(uri) = http::Uri::from_parts(uri) {
+                parts.uri = uri;
+            }
         }
         let country = verge_edge::client::country(self.country_header.as_ref().map(http::HeaderName::as_str), |name| {
             parts.headers.get(name).map(http::HeaderValue::as_bytes)

@@ -6,6 +6,8 @@
 //! cannot fail: an operator given arguments it cannot use yields `null`, which targeting
 //! treats as "no match" and answers with the default variant, as flagd does.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value};
 
 use super::murmur3::murmur3_x86_32;
@@ -305,20 +307,41 @@ fn apply(operator: &str, args: &[&Value], scope: &Scope<'_>) -> Value {
 fn fractional(args: &[&Value], scope: &Scope<'_>) -> Value {
     let (key, buckets) = match args.first().map(|rule| evaluate(rule, scope)) {
         Some(Value::Array(_)) | None => {
-            let flag_key = var(&Value::String("$flagd.flagKey".into()), None, scope);
-            let targeting_key = var(&Value::String("targetingKey".into()), None, scope);
-            (format!("{}{}", to_text(&flag_key), to_text(&targeting_key)), args)
+            // The default key, read in place: this runs for every percentage rollout.
+            let mut key = String::with_capacity(64);
+            for part in [lookup(scope.flagd, "flagKey"), lookup(scope.data, "targetingKey")] {
+                match part {
+                    Some(Value::String(text)) => key.push_str(text),
+                    Some(other) => key.push_str(&to_text(other)),
+                    None => {}
+                }
+            }
+            (key, args)
         }
         Some(Value::String(key)) => (key, &args[1..]),
         Some(_) => return Value::Null,
     };
-    let mut weighted = Vec::with_capacity(buckets.len());
+    let mut weighted: Vec<(Cow<'_, Value>, u64)> = Vec::with_capacity(buckets.len());
     for bucket in buckets {
-        let Value::Array(parts) = evaluate(bucket, scope) else { return Value::Null };
-        let (variant, weight) = match parts.as_slice() {
-            [variant] => (variant.clone(), 1u64),
-            [variant, weight] => (variant.clone(), number(weight).map_or(0, |w| w.max(0.0) as u64)),
+        // A bucket written as literals (`["on", 50]`, the usual form) is its own value;
+        // anything else is evaluated first.
+        let parts = match bucket {
+            Value::Array(parts) if parts.iter().all(|part| !part.is_object() && !part.is_array()) => {
+                Cow::Borrowed(parts)
+            }
+            _ => match evaluate(bucket, scope) {
+                Value::Array(parts) => Cow::Owned(parts),
+                _ => return Value::Null,
+            },
+        };
+        let (variant, weight) = match &parts[..] {
+            [_] => (0, 1u64),
+            [_, weight] => (0, number(weight).map_or(0, |w| w.max(0.0) as u64)),
             _ => return Value::Null,
+        };
+        let variant = match parts {
+            Cow::Borrowed(parts) => Cow::Borrowed(&parts[variant]),
+            Cow::Owned(mut parts) => Cow::Owned(parts.swap_remove(variant)),
         };
         weighted.push((variant, weight));
     }
@@ -331,10 +354,23 @@ fn fractional(args: &[&Value], scope: &Scope<'_>) -> Value {
     for (variant, weight) in weighted {
         cumulative += u128::from(weight);
         if point < cumulative {
-            return variant;
+            return variant.into_owned();
         }
     }
     Value::Null
+}
+
+/// The value at a dotted path (or index) under `root`, if there is one.
+fn lookup<'v>(root: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut current = root;
+    for segment in path.split('.') {
+        current = match current {
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current)
 }
 
 /// `var`: a dotted path (or index) into the data; `""` is all of it; `default` when
@@ -346,22 +382,14 @@ fn var(path: &Value, default: Option<Value>, scope: &Scope<'_>) -> Value {
         Value::Array(items) => return var(items.first().unwrap_or(&Value::Null), items.get(1).cloned(), scope),
         other => to_text(other),
     };
-    let (mut current, path) = match path.strip_prefix("$flagd.") {
-        Some(rest) => (scope.flagd, rest),
-        None => (scope.data, path.as_str()),
+    let found = match path.strip_prefix("$flagd.") {
+        Some(rest) => lookup(scope.flagd, rest),
+        None => lookup(scope.data, &path),
     };
-    for segment in path.split('.') {
-        let next = match current {
-            Value::Object(map) => map.get(segment),
-            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        };
-        match next {
-            Some(value) => current = value,
-            None => return default.unwrap_or(Value::Null),
-        }
+    match found {
+        Some(value) if !value.is_null() => value.clone(),
+        _ => default.unwrap_or(Value::Null),
     }
-    if current.is_null() { default.unwrap_or(Value::Null) } else { current.clone() }
 }
 
 fn missing(args: &[&Value], scope: &Scope<'_>) -> Value {
