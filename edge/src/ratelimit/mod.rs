@@ -105,7 +105,7 @@ pub(crate) async fn enforce<H: Host>(
     events: &mut Events,
 ) -> Result<Allowed, Response<Body>> {
     let set = sets::policies(host, DOMAIN).await;
-    if set.set.policies.is_empty() {
+    if set.set.policies.is_empty() || !set.may_apply(facts.route) {
         return Ok(Allowed::default());
     }
     let mut allowed = Allowed::default();

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use verge_shared::kv::versioned_key;
-use verge_shared::ratelimit::{CHECKERS_DATASET, CHECKERS_PART, PolicySet};
+use verge_shared::ratelimit::{CHECKERS_DATASET, CHECKERS_PART, Entry, Pattern, PolicySet};
 
 use crate::host::Host;
 
@@ -38,6 +38,9 @@ pub(crate) struct Policies {
     pub(crate) set: PolicySet,
     /// Each distinct (keys in order, tier key) among the set's policies.
     pub(crate) shapes: Vec<(Vec<String>, Option<String>)>,
+    /// The routes the set's policies name, when every one of them starts with an exact
+    /// `route` (as the defaults do): a request on any other route matches none of them.
+    routes: Option<Vec<String>>,
 }
 
 impl Policies {
@@ -51,7 +54,20 @@ impl Policies {
                 shapes.push(shape);
             }
         }
-        Policies { set, shapes }
+        let routes = set
+            .policies
+            .iter()
+            .map(|policy| match policy.descriptor.first() {
+                Some(Entry { key, value: Some(Pattern::Exact(route)) }) if key == "route" => Some(route.clone()),
+                _ => None,
+            })
+            .collect();
+        Policies { set, shapes, routes }
+    }
+
+    /// Whether some policy may apply to a request on `route`.
+    pub(crate) fn may_apply(&self, route: &str) -> bool {
+        self.routes.as_ref().is_none_or(|routes| routes.iter().any(|named| named == route))
     }
 }
 

@@ -109,6 +109,34 @@ fn each_client_has_its_own_count_and_other_routes_are_not_counted() {
     assert!(health.headers().get("ratelimit").is_none(), "health is no limited route");
 }
 
+fn checks_per_client() -> Policy {
+    policy(
+        "rl_checks",
+        json!({"name": "checks", "descriptor": [{"key": "route", "value": "check"}, {"key": "remote_address"}],
+               "limit": {"algorithm": "fixed_window", "limit": 1, "period_seconds": 60}}),
+    )
+}
+
+#[test]
+fn a_route_no_policy_names_is_not_counted() {
+    let host = edge(&[checks_per_client()], 1);
+    for _ in 0..3 {
+        assert_eq!(visit(&host).status(), StatusCode::FOUND);
+    }
+    assert!(host.counters.borrow().is_empty(), "nothing counted on a route no policy names");
+}
+
+#[test]
+fn a_policy_naming_no_route_applies_beside_one_that_names_another_route() {
+    let everyone = json!({"name": "per client", "descriptor": [{"key": "remote_address"}],
+                          "limit": {"algorithm": "fixed_window", "limit": 1, "period_seconds": 60}});
+    let host = edge(&[checks_per_client(), policy("rl_all", everyone)], 1);
+    assert_eq!(visit(&host).status(), StatusCode::FOUND);
+    let refused = visit(&host);
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "the policy without a route limits redirects");
+    assert!(refused.headers()["ratelimit"].to_str().unwrap().starts_with("\"rl_all\";r=0;"));
+}
+
 #[test]
 fn a_sliding_window_remembers_the_previous_window() {
     let host = edge(&[policy("rl_links", per_client(4, "sliding_window"))], 1);
