@@ -38,6 +38,15 @@ impl Capped {
         Ok(())
     }
 
+    /// Bytes read so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn into_bytes(self) -> Vec<u8> {
         self.0
     }

@@ -79,6 +79,9 @@ thread_local! {
 
 struct SpinHost {
     client: Client,
+    /// The clock as first read during this request: a read is a host call, and handlers
+    /// ask several times per request for what is, at their scale, one instant.
+    now_millis: std::cell::Cell<Option<u64>>,
 }
 
 async fn default_store() -> Result<Rc<Store>, HostError> {
@@ -102,8 +105,13 @@ impl Host for SpinHost {
     }
 
     fn now_millis(&self) -> u64 {
+        if let Some(now) = self.now_millis.get() {
+            return now;
+        }
         let now = spin_sdk::wasip3::clocks::system_clock::now();
-        (now.seconds as u64).saturating_mul(1000) + u64::from(now.nanoseconds / 1_000_000)
+        let now = (now.seconds as u64).saturating_mul(1000) + u64::from(now.nanoseconds / 1_000_000);
+        self.now_millis.set(Some(now));
+        now
     }
 
     fn client(&self) -> Client {
@@ -182,7 +190,7 @@ impl spin_sdk::wasip3::exports::http::handler::Guest for Edge {
                         request.headers().get(name).map(http::HeaderValue::as_bytes)
                     }),
                 };
-                crate::handle(&SpinHost { client }, request).await
+                crate::handle(&SpinHost { client, now_millis: std::cell::Cell::new(None) }, request).await
             }
             Err(refused) => refused,
         };
@@ -242,11 +250,11 @@ async fn read_body(request: wasi::Request, headers: &http::HeaderMap) -> Result<
     if crate::body::declared_too_large(headers) {
         return Err(crate::body::too_large());
     }
-    // A declared length is read in one go; else in chunks, one past the cap at most.
-    let chunk = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok())
-        .map_or(16 * 1024, |length| length.max(1));
+    // A declared length is read in one go, and no further (the host enforces it, so no
+    // read is spent waiting for the end); else in chunks, one past the cap at most.
+    let declared =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    let chunk = declared.map_or(16 * 1024, |length| length.max(1));
     // Dropping the writer tells the host the body was taken in full (its default, `Ok`).
     let (_taken, taken) = wit_future::new(|| Ok(()));
     let (mut stream, _trailers) = wasi::Request::consume_body(request, taken);
@@ -255,6 +263,7 @@ async fn read_body(request: wasi::Request, headers: &http::HeaderMap) -> Result<
         let (result, read) = stream.read(Vec::with_capacity(chunk)).await;
         capped.push(&read).map_err(|_| crate::body::too_large())?;
         match result {
+            StreamResult::Complete(_) if declared == Some(capped.len()) => return Ok(capped.into_bytes()),
             StreamResult::Complete(_) => {}
             StreamResult::Dropped => return Ok(capped.into_bytes()),
             StreamResult::Cancelled => return Err(crate::body::unreadable()),
