@@ -1,12 +1,13 @@
 //! The Spin entry: the edge application as a `wasm32-wasip2` component for Spin (and for
 //! Verge's local wasmtime host, which runs the very same component).
 //!
-//! Only the [`Host`] glue and the `wasi:http` handler live here. KV is Spin's `default` key-value store; the client
-//! address comes from the `spin-client-addr` header the runtime sets, the country only
-//! from the header the `country_header` variable names (see `crate::client`); events go to the
-//! core's ingest endpoint named by the `core_url` and `ingest_key` variables, in a task
-//! that keeps running after the response is returned (WASIp3 lets an export continue after
-//! it has produced its value), merged across the requests of an instance.
+//! Only the [`Host`] glue and the `wasi:http` handler live here. KV is Spin's `default`
+//! key-value store; the client address comes from the `spin-client-addr` header the
+//! runtime sets, the country only from the header the `country_header` variable names (see
+//! `crate::client`); events go to the core's ingest endpoint named by the `core_url` and
+//! `ingest_key` variables, in a task that keeps running after the response is returned
+//! (WASIp3 lets an export continue after it has produced its value), merged across the
+//! requests of an instance.
 
 use std::cell::OnceCell;
 use std::net::SocketAddr;

@@ -3,12 +3,12 @@
 //!
 //! A client key (`Authorization: Bearer …` or `X-API-Key`) is looked up by its SHA-256
 //! under `flagkeys/`, which names the environment's dataset (kept per instance for a
-//! quarter second, `keys`); the manifest gives its live
-//! version. A bulk request reads the whole set, which is then kept parsed per instance for
-//! that version. A single-flag request on an instance that has not parsed the whole set
-//! reads that flag's own record (`verge_shared::flags::flag_part`) instead, so its cost
-//! does not grow with the number of flags in the environment; those are kept too. Bulk answers carry an `ETag`
-//! over the set's version and the context; a matching `If-None-Match` gets 304. CORS is
+//! quarter second, `keys`); the manifest gives its live version. A bulk request reads the
+//! whole set, which is then kept parsed per instance for that version. A single-flag
+//! request on an instance that has not parsed the whole set reads that flag's own record
+//! (`verge_shared::flags::flag_part`) instead, so its cost does not grow with the number
+//! of flags in the environment; those are kept too. Bulk answers carry an `ETag` over the
+//! set's version and the context; a matching `If-None-Match` gets 304. CORS is
 //! open (`*`): browser SDKs call this directly, and keys are sent in headers, not cookies.
 //! Each request that reached a flag set reports a `flag.evaluation` event (the flag, or
 //! `bulk`), from which the core tells which flags have gone stale.
