@@ -108,7 +108,7 @@ impl App {
         let job_signal = Arc::new(tokio::sync::Notify::new());
         let payments = crate::orders::payment_provider(&config, &db);
         let (orders_changed, _) = tokio::sync::broadcast::channel(1024);
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
             db,
             cache,
             config: Arc::new(config),
@@ -118,7 +118,7 @@ impl App {
             job_signal,
             payments,
             orders_changed,
-        };
+        });
         let (router, openapi, metrics) = router(state.clone());
         App { router, state, openapi, metrics }
     }
@@ -471,7 +471,7 @@ mod tests {
         let cache: Cache = Arc::new(cache::MemoryStore::new());
         let tally = crate::tally::Tally::new(cache.clone(), Duration::from_secs(60));
         let payments = crate::orders::payment_provider(&config, &db);
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
             db,
             cache,
             config: Arc::new(config),
@@ -481,7 +481,7 @@ mod tests {
             job_signal: Default::default(),
             payments,
             orders_changed: tokio::sync::broadcast::channel(1).0,
-        };
+        });
         (with_middleware(routes, state).0, dir)
     }
 

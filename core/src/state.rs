@@ -13,8 +13,27 @@ use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::tally::Tally;
 
+/// Cloned for every request by each layer and extractor that takes it, so it is one
+/// pointer: a clone is one reference count, not one per field.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub(crate) fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub db: Database,
     pub cache: Cache,
     pub config: Arc<Config>,
