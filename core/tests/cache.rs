@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::fresh_cache;
 use verge_core::cache::Take;
-use verge_core::cache::{CacheError, Policy};
+use verge_core::cache::{CacheError, Policy, RedisStore, Store};
 use verge_shared::gcra;
 use verge_shared::ratelimit::{Algorithm, Limit};
 
@@ -185,6 +185,52 @@ async fn take_many_decides_each_request_as_alone_in_one_call() {
         assert_eq!(got[0].allowed, round < 2);
     }
     assert_eq!(cache.take_many(&[], now).await.unwrap(), []);
+}
+
+/// The Redis store coalesces: decisions from requests in flight together share script calls
+/// (group commit), stay exact on a shared key, and each keeps its own clock. On a Redis of
+/// its own, whatever this run's backend, so its call count is this test's alone.
+#[tokio::test]
+async fn concurrent_redis_decisions_share_script_calls_and_keep_their_own_clock() {
+    let redis = common::services::PrivateRedis::start();
+    let store = std::sync::Arc::new(RedisStore::connect(&redis.url(), "coalesce:").await.expect("reach Redis"));
+    let limit = window(Algorithm::FixedWindow, 10, 60);
+    let t0 = 1_900_000_000 * SECOND_US;
+    let shared: Vec<_> = (0..100)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_window("shared", &limit, 1, t0).await.unwrap().allowed })
+        })
+        .collect();
+    // Each alone on its key, at a now of its own: the answer it would get if decided alone.
+    let own: Vec<_> = (0..100u64)
+        .map(|i| {
+            let store = store.clone();
+            let now = t0 + i * 7 * SECOND_US + i * 1_013;
+            tokio::spawn(async move {
+                let got = store.take_window(&format!("own:{i}"), &limit, 1, now).await.unwrap();
+                (got, limit.decide_window(None, now, 1).0)
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in shared {
+        allowed += usize::from(task.await.unwrap());
+    }
+    assert_eq!(allowed, 10);
+    for (i, task) in own.into_iter().enumerate() {
+        let (got, alone) = task.await.unwrap();
+        assert_eq!(got, alone, "decision {i}");
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    let calls: u64 = stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| line.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum();
+    assert!((1..=10).contains(&calls), "200 decisions in flight together took {calls} script calls:\n{stats}");
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use crate::config::Config;
 
 pub type Cache = Arc<dyn Store>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
     #[error("cache backend: {0}")]
     Backend(String),

@@ -9,11 +9,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use verge_shared::gcra::{self, Decision, Policy};
+use verge_shared::gcra::{Decision, Policy};
 use verge_shared::ratelimit::Limit;
-use verge_shared::ratelimit::window::{Kind, WindowState};
 
 use super::{CacheError, Store, Take};
+use decide::{Bucket, Decider, Request};
+
+mod decide;
 
 /// Increment, setting the expiry only when the increment created the key.
 const INCREMENT: &str = r"
@@ -40,72 +42,12 @@ end
 return 1
 ";
 
-/// Rate-limit decisions, several per call: `verge_shared::gcra::decide` and
-/// `verge_shared::ratelimit::window::decide`, mirrored step for step (doubles in the same
-/// order, so the estimate agrees bit for bit). KEYS are the buckets; ARGV[1] is now (µs),
-/// then five values per key: kind (0 token bucket, 1 fixed window, 2 sliding window), then
-/// for a token bucket the emission interval and capacity (µs), for a window the period (µs)
-/// and limit, then an unused slot, then the cost. Returns four numbers per key: the state
-/// it found (a token bucket's stored TAT, 0 = none; a window's index, -1 = none, and its
-/// current and previous counts) and 1 when the request was counted. A token bucket is a
-/// string, a window a hash of `w`, `c`, `p`.
-const DECIDE: &str = r"
-local now = tonumber(ARGV[1])
-local out = {}
-for i, key in ipairs(KEYS) do
-  local at = 2 + (i - 1) * 5
-  local kind = ARGV[at]
-  local cost = tonumber(ARGV[at + 4])
-  if kind == '0' then
-    local interval, capacity = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-    local stored = tonumber(redis.call('GET', key) or '0')
-    local tat = stored
-    if tat < now then tat = now end
-    local new_tat = tat + interval * cost
-    local counted = 0
-    if now >= new_tat - capacity then
-      redis.call('SET', key, string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-      counted = 1
-    end
-    table.insert(out, stored); table.insert(out, 0); table.insert(out, 0); table.insert(out, counted)
-  else
-    local period, limit = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-    local stored = redis.call('HMGET', key, 'w', 'c', 'p')
-    local w = tonumber(stored[1])
-    local c = tonumber(stored[2]) or 0
-    local p = tonumber(stored[3]) or 0
-    local elapsed = math.fmod(now, period)
-    local index = (now - elapsed) / period
-    local current, previous = 0, 0
-    if w then
-      if w >= index then
-        index = w
-        current, previous = c, p
-      elseif w + 1 == index then
-        previous = c
-      end
-    end
-    local used = current
-    if kind == '2' then used = previous * ((period - elapsed) / period) + current end
-    local counted = 0
-    if cost <= limit and used + cost <= limit then
-      redis.call('HSET', KEYS[i], 'w', string.format('%d', index), 'c', string.format('%d', current + cost),
-        'p', string.format('%d', previous))
-      redis.call('PEXPIRE', KEYS[i], string.format('%d', math.ceil(2 * period / 1000)))
-      counted = 1
-    end
-    table.insert(out, w or -1); table.insert(out, c); table.insert(out, p); table.insert(out, counted)
-  end
-end
-return out
-";
-
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     increment: Script,
     compare_and_set: Script,
-    decide: Script,
+    decider: Decider,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -115,7 +57,7 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn backend(err: redis::RedisError) -> CacheError {
+pub(super) fn backend(err: redis::RedisError) -> CacheError {
     CacheError::Backend(err.to_string())
 }
 
@@ -124,11 +66,11 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(backend)?;
         let conn = ConnectionManager::new_with_config(client, fail_fast()).await.map_err(backend)?;
         Ok(RedisStore {
+            decider: Decider::start(conn.clone()),
             conn,
             prefix: prefix.to_owned(),
             increment: Script::new(INCREMENT),
             compare_and_set: Script::new(COMPARE_AND_SET),
-            decide: Script::new(DECIDE),
         })
     }
 
@@ -136,65 +78,10 @@ impl RedisStore {
         format!("{}{}", self.prefix, key)
     }
 
-    /// Every request in one script call: `(key, bucket, cost)`. The script counted (or
-    /// not) atomically; the figures each decision reports come from the one Rust function,
-    /// given the state the script saw.
-    async fn decide_many(&self, requests: &[(&str, Bucket, u32)], now_us: u64) -> Result<Vec<Decision>, CacheError> {
-        let mut invocation = self.decide.prepare_invoke();
-        invocation.arg(now_us);
-        for (key, bucket, cost) in requests {
-            invocation.key(self.key(key));
-            match bucket {
-                Bucket::Gcra(policy) => {
-                    invocation.arg("0").arg(policy.emission_interval_us()).arg(policy.capacity_us()).arg(0).arg(cost);
-                }
-                Bucket::Window(limit, kind) => {
-                    let kind = if *kind == Kind::Sliding { "2" } else { "1" };
-                    invocation.arg(kind).arg(limit.period_us()).arg(limit.limit).arg(0).arg(cost);
-                }
-            }
-        }
-        let found: Vec<i64> = invocation.invoke_async(&mut self.conn.clone()).await.map_err(backend)?;
-        if found.len() != 4 * requests.len() {
-            return Err(CacheError::Backend(format!("decide script answered {} numbers", found.len())));
-        }
-        Ok(requests
-            .iter()
-            .zip(found.chunks(4))
-            .map(|((_, bucket, cost), state)| {
-                let decision = match bucket {
-                    Bucket::Gcra(policy) => {
-                        let stored = state[0] as u64;
-                        gcra::decide(*policy, (stored != 0).then_some(stored), now_us, *cost).0
-                    }
-                    Bucket::Window(limit, _) => {
-                        let before = u64::try_from(state[0]).ok().map(|window| WindowState {
-                            window,
-                            current: state[1] as u64,
-                            previous: state[2] as u64,
-                        });
-                        limit.decide_window(before, now_us, *cost).0
-                    }
-                };
-                Decision { allowed: state[3] == 1, ..decision }
-            })
-            .collect())
-    }
-}
-
-/// What the decide script counts in, by algorithm.
-#[derive(Debug, Clone, Copy)]
-enum Bucket {
-    Gcra(Policy),
-    Window(Limit, Kind),
-}
-
-impl Bucket {
-    fn of(limit: &Limit) -> Bucket {
-        match limit.window() {
-            Some(kind) => Bucket::Window(*limit, kind),
-            None => Bucket::Gcra(limit.gcra()),
-        }
+    async fn decide_one(&self, key: &str, bucket: Bucket, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
+        let request = Request { key: self.key(key), bucket, cost, now_us };
+        let mut decided = self.decider.decide(vec![request]).await?;
+        decided.pop().ok_or_else(|| CacheError::Backend("the decide script answered nothing".into()))
     }
 }
 
@@ -267,16 +154,19 @@ impl Store for RedisStore {
     }
 
     async fn take(&self, key: &str, policy: Policy, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
-        Ok(self.decide_many(&[(key, Bucket::Gcra(policy), cost)], now_us).await?.remove(0))
+        self.decide_one(key, Bucket::Gcra(policy), cost, now_us).await
     }
 
     async fn take_window(&self, key: &str, limit: &Limit, cost: u32, now_us: u64) -> Result<Decision, CacheError> {
-        Ok(self.decide_many(&[(key, Bucket::of(limit), cost)], now_us).await?.remove(0))
+        self.decide_one(key, Bucket::of(limit), cost, now_us).await
     }
 
     async fn take_many(&self, takes: &[Take<'_>], now_us: u64) -> Result<Vec<Decision>, CacheError> {
-        let requests: Vec<_> = takes.iter().map(|t| (t.key, Bucket::of(&t.limit), t.cost)).collect();
-        self.decide_many(&requests, now_us).await
+        let requests = takes
+            .iter()
+            .map(|t| Request { key: self.key(t.key), bucket: Bucket::of(&t.limit), cost: t.cost, now_us })
+            .collect();
+        self.decider.decide(requests).await
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
