@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +33,9 @@ pub(crate) struct Node {
 struct NativeHost<'a> {
     node: &'a Node,
     client: Client,
+    /// The clock as first read for this request (0 = not yet): the edge asks four or five
+    /// times per OFREP request, and one time serves them all, as on the Spin entry.
+    now_millis: AtomicU64,
 }
 
 impl Host for NativeHost<'_> {
@@ -44,8 +48,16 @@ impl Host for NativeHost<'_> {
     }
 
     fn now_millis(&self) -> u64 {
-        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        since_epoch.as_millis() as u64
+        match self.now_millis.load(Ordering::Relaxed) {
+            0 => {
+                let since_epoch =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let now = since_epoch.as_millis() as u64;
+                self.now_millis.store(now, Ordering::Relaxed);
+                now
+            }
+            now => now,
+        }
     }
 
     fn client(&self) -> Client {
@@ -101,7 +113,7 @@ impl Node {
                 Err(refused) => return refused.map(|b| Full::new(Bytes::from(b))),
             }
         };
-        let host = NativeHost { node: self, client };
+        let host = NativeHost { node: self, client, now_millis: AtomicU64::new(0) };
         let response = verge_edge::handle(&host, http::Request::from_parts(parts, body)).await;
         response.map(|body| Full::new(Bytes::from(body)))
     }
