@@ -79,15 +79,19 @@ impl RedisKv {
                 let mut conn = kv.conn.clone();
                 let now: Result<Option<i64>, _> = conn.get(format!("{}{CHANGES_KEY}", kv.prefix)).await;
                 match now {
-                    Ok(now) if now != seen => {
+                    Ok(Some(now)) if Some(now) != seen => {
                         kv.forget_cached();
-                        seen = now;
+                        seen = Some(now);
                     }
-                    Ok(_) => {}
+                    Ok(Some(_)) => {}
+                    // No counter: Redis came back empty (every publish sets one). The cache
+                    // is then the only copy left until the core publishes again, which bumps
+                    // the counter. This holds whether or not this loop saw the outage: the
+                    // connection may reconnect inside one call.
+                    Ok(None) => seen = None,
                     // Unreachable: keep answering from what was read before the outage (the
                     // edge's job is to outlive its store), and empty the cache at the first
-                    // answer after it, unless Redis came back empty: then the cache is the
-                    // only copy left until the core publishes again, which bumps the counter.
+                    // counter after it.
                     Err(_) => seen = None,
                 }
                 drop(kv);
