@@ -240,10 +240,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|value| {
-            let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-            essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
-        });
+        let is_json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json_type);
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -264,11 +261,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "the body must be a JSON object",
             ));
         }
-        match Json::<T>::from_bytes(&bytes) {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        // Plain serde first: axum's `Json` tracks the path through the document as it goes
+        // (for the error's pointer), which costs allocations on every request. A body that
+        // fails is parsed again by it, for the same error with its path.
+        match serde_json::from_slice::<T>(&bytes) {
+            Ok(value) => Ok(ApiJson(value)),
+            Err(_) => match Json::<T>::from_bytes(&bytes) {
+                Ok(Json(value)) => Ok(ApiJson(value)),
+                Err(rejection) => Err(json_rejection(rejection)),
+            },
         }
     }
+}
+
+/// `application/json` or `application/<anything>+json`, any case, parameters ignored.
+fn is_json_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().as_bytes();
+    let (kind, subtype) = essence.split_at(essence.len().min(12));
+    kind.eq_ignore_ascii_case(b"application/")
+        && (subtype.eq_ignore_ascii_case(b"json")
+            || (subtype.len() >= 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case(b"+json")))
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -313,5 +325,25 @@ pub(crate) mod null_or_absent {
         d: D,
     ) -> Result<Option<Option<T>>, D::Error> {
         Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_media_types_are_told_apart_without_case() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/merge-patch+json ",
+            "application/problem+JSON",
+        ] {
+            assert!(super::is_json_type(json), "{json}");
+        }
+        for other in
+            ["text/plain", "application/jsonx", "application/xml", "application/", "applicationjson", "text/x+json", ""]
+        {
+            assert!(!super::is_json_type(other), "{other}");
+        }
     }
 }
