@@ -128,7 +128,16 @@ async fn every_response_carries_a_request_id_and_keeps_the_callers() {
     let app = TestApp::new().await;
     let generated = app.get("/healthz", None).await;
     let id = generated.headers["x-request-id"].to_str().unwrap();
+    // A UUID v4: 8-4-4-4-12 lowercase hex digits, version 4, variant 1; a new one each time.
     assert_eq!(id.len(), 36, "{id}");
+    for (i, c) in id.char_indices() {
+        let ok = if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_digit() || ('a'..='f').contains(&c) };
+        assert!(ok, "{id}");
+    }
+    assert_eq!(&id[14..15], "4", "{id}");
+    assert!("89ab".contains(&id[19..20]), "{id}");
+    let again = app.get("/healthz", None).await;
+    assert_ne!(again.headers["x-request-id"].to_str().unwrap(), id);
     let given = Request::get("/nowhere").header("x-request-id", "trace-me-42").body(Body::empty()).unwrap();
     assert_eq!(app.send(given).await.headers["x-request-id"], "trace-me-42");
 }
