@@ -5,10 +5,12 @@
 //! of them can share a call and stay exact: the script takes them in order, a repeated key
 //! seeing what its predecessor left. Coalescing is group commit. While [`MAX_IN_FLIGHT`]
 //! calls are out, new decisions queue, and the next call takes every queued one (up to
-//! [`MAX_KEYS`]); before it goes, the requests of the same scheduler tick join it. An idle core sends a lone decision at once; a busy one sends fewer,
-//! larger calls, which cost Redis and the core far less per decision than a call each
-//! (`scripts/bench-ratelimit`: ten keys in a call decide about twice as many per second as
-//! ten calls of one key).
+//! [`MAX_KEYS`]); before it goes, the other requests of the same scheduler tick join it.
+//! An idle core sends a lone decision at once; a busy one sends fewer, larger calls, which
+//! cost Redis and the core far less per decision than a call each (`scripts/bench-ratelimit`:
+//! ten keys in a call decide about twice as many per second as ten calls of one key).
+//! Should a call fail, every request in it gets the error, and its policies' failure modes
+//! decide, as for a call of its own.
 
 use std::sync::Arc;
 
@@ -37,7 +39,7 @@ const MAX_KEYS: usize = 256;
 /// it found (a token bucket's stored TAT, 0 = none; a window's index, -1 = none, and its
 /// current and previous counts) and 1 when the request was counted. A token bucket is a
 /// string, a window a hash of `w`, `c`, `p`.
-pub(crate) const DECIDE: &str = r"
+const DECIDE: &str = r"
 local out = {}
 for i, key in ipairs(KEYS) do
   local at = 1 + (i - 1) * 5
