@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::TestApp;
 use verge_core::db::Database;
-use verge_core::publish::{self, DatasetContent, DatasetSource, EdgeStore, LocalEdgeStore, Publisher, StoreError};
+use verge_core::publish::{
+    self, DatasetContent, DatasetSource, EdgeStore, LocalEdgeStore, Publisher, RedisEdgeStore, StoreError,
+};
 use verge_shared::kv::{MANIFEST_KEY, Manifest, versioned_key};
 
 /// A dataset source whose content the test sets.
@@ -346,6 +348,86 @@ async fn a_running_publisher_refills_a_store_that_lost_everything_without_reusin
     assert!(version > lost.get("flags/dev").unwrap().version, "version {version} reused");
     stop.send(()).unwrap();
     running.await.unwrap();
+}
+
+/// Wraps a store and, after each write, notes whether Redis holds the change counter that
+/// native nodes poll.
+#[derive(Debug)]
+struct CounterWatch {
+    store: RedisEdgeStore,
+    redis: redis::Client,
+    seen: Mutex<Vec<bool>>,
+}
+
+impl CounterWatch {
+    fn counter(&self) -> Option<i64> {
+        redis::cmd("GET").arg("edge:__changes").query(&mut self.redis.get_connection().unwrap()).unwrap()
+    }
+    fn note(&self) {
+        let present = self.counter().is_some();
+        self.seen.lock().unwrap().push(present);
+    }
+}
+
+#[async_trait]
+impl EdgeStore for CounterWatch {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(key).await
+    }
+    async fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.store.put_many(entries).await.map(|()| self.note())
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.store.delete_many(keys).await.map(|()| self.note())
+    }
+    async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.store.keys_with_prefix(prefix).await
+    }
+    async fn whole(&self) -> Result<(), StoreError> {
+        self.store.whole().await
+    }
+    fn describe(&self) -> String {
+        self.store.describe()
+    }
+}
+
+/// Native nodes drop their cached reads when the counter moves, and keep them while there
+/// is none (a Redis that came back empty). So a publish into an empty Redis must not
+/// create the counter before its last write: nodes would drop their only whole copy for a
+/// store still without its manifest.
+#[tokio::test]
+async fn an_empty_redis_gets_its_change_counter_only_once_the_publish_is_whole() {
+    let app = TestApp::new().await;
+    let db = app.app.state.db.clone();
+    let redis = common::services::PrivateRedis::start();
+    let store = RedisEdgeStore::connect(&redis.url(), "edge:").await.unwrap();
+    let watch = CounterWatch { store, redis: redis::Client::open(redis.url()).unwrap(), seen: Mutex::new(Vec::new()) };
+    let fixture = Arc::new(Fixture::default());
+    let parts: Vec<(String, String)> = (0..1_200).map(|i| (format!("p{i}"), format!("one {i}"))).collect();
+    let parts: Vec<(&str, &str)> = parts.iter().map(|(p, v)| (p.as_str(), v.as_str())).collect();
+    fixture.set(&[("flags/dev", &parts)]);
+    let sources: Vec<Arc<dyn DatasetSource>> = vec![fixture.clone()];
+
+    publish::publish_to(&db, &sources, &watch, &()).await.unwrap();
+    let writes = std::mem::take(&mut *watch.seen.lock().unwrap());
+    assert!(writes.len() >= 4, "three chunks and the manifest: {writes:?}");
+    assert!(writes.iter().all(|present| !present), "the counter appeared mid-publish: {writes:?}");
+    assert_eq!(watch.counter(), Some(1), "the whole publish is marked once");
+
+    // Once it exists, every write moves it: nodes see each change at once.
+    fixture.set(&[("flags/dev", &[("p0", "two")])]);
+    publish::publish_to(&db, &sources, &watch, &()).await.unwrap();
+    let writes = std::mem::take(&mut *watch.seen.lock().unwrap());
+    assert!(writes.iter().all(|present| *present), "{writes:?}");
+    assert!(watch.counter().unwrap() > writes.len() as i64, "bumped per write, and once more at the end");
+
+    // Emptied (a restart without persistence): the republish is invisible until whole.
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()).unwrap();
+    publish::publish_to(&db, &sources, &watch, &()).await.unwrap();
+    let writes = std::mem::take(&mut *watch.seen.lock().unwrap());
+    assert!(!writes.is_empty() && writes.iter().all(|present| !present), "{writes:?}");
+    assert_eq!(watch.counter(), Some(1));
+    assert_eq!(edge_read(&watch, "flags/dev", &["p0"]).await.unwrap().1, ["two"]);
 }
 
 #[tokio::test]

@@ -62,6 +62,7 @@ pub(super) async fn publish_above(
     for plan in &keyed {
         write_keyed(store, plan, &mut report, progress).await?;
     }
+    store.whole().await?;
     Ok(report)
 }
 

@@ -6,6 +6,12 @@
 //! visible on every node within milliseconds. Writes are pipelined per chunk; like the
 //! local store, each is committed on return, and the manifest is written after the data it
 //! names, so a node never reads half a publish.
+//!
+//! The counter moves only while it exists. A Redis that came back empty has none, and
+//! nodes then keep answering from their caches, the only whole copy left; the republish
+//! that follows refills the store without touching the counter, and creates it only once
+//! everything is written ([`EdgeStore::whole`]). Bumping it at the first chunk would make
+//! every node drop its cache for a store that still lacks the manifest and most records.
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
@@ -15,6 +21,9 @@ use super::store::{EdgeStore, StoreError};
 
 /// The change counter nodes poll (under the prefix); `verge-edge-native` reads the same name.
 pub const CHANGES_KEY: &str = "__changes";
+
+/// Increments KEYS[1] only when it exists (see the module docs).
+const BUMP_IF_PRESENT: &str = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCR', KEYS[1]) end";
 
 #[derive(Clone)]
 pub struct RedisEdgeStore {
@@ -41,8 +50,9 @@ impl RedisEdgeStore {
         StoreError::Backend { store: self.describe(), message: err.to_string() }
     }
 
+    /// Runs `pipe` with the change counter bumped in the same transaction, if it exists.
     async fn changed(&self, pipe: &mut redis::Pipeline) -> Result<(), StoreError> {
-        pipe.incr(format!("{}{CHANGES_KEY}", self.prefix), 1).ignore();
+        pipe.cmd("EVAL").arg(BUMP_IF_PRESENT).arg(1).arg(format!("{}{CHANGES_KEY}", self.prefix)).ignore();
         pipe.query_async::<()>(&mut self.conn.clone()).await.map_err(|err| self.fail(err))
     }
 }
@@ -104,6 +114,11 @@ impl EdgeStore for RedisEdgeStore {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    async fn whole(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        conn.incr::<_, _, ()>(format!("{}{CHANGES_KEY}", self.prefix), 1).await.map_err(|err| self.fail(err))
     }
 
     fn describe(&self) -> String {

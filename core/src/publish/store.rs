@@ -39,6 +39,11 @@ pub trait EdgeStore: Send + Sync + std::fmt::Debug {
     async fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError>;
     async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Called once a full publish has written everything: the store now holds a whole
+    /// state. Stores whose readers learn of changes some other way need do nothing.
+    async fn whole(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// For logs and errors.
     fn describe(&self) -> String;
 }

@@ -52,7 +52,6 @@ pub struct EdgeStore {
     cache: ReadCache,
 }
 
-/// Values (and absences) read since the last change to the file.
 /// Values (and absences) read since the last change, for any store whose readers learn
 /// of changes (the SQLite watcher here, the native node's Redis watcher). A generation
 /// counter keeps a read that raced a change from being cached after it.

@@ -84,9 +84,10 @@ impl RedisKv {
                         seen = Some(now);
                     }
                     Ok(Some(_)) => {}
-                    // No counter: Redis came back empty (every publish sets one). The cache
-                    // is then the only copy left until the core publishes again, which bumps
-                    // the counter. This holds whether or not this loop saw the outage: the
+                    // No counter: Redis came back empty. The cache is then the only whole
+                    // copy left until the core's republish has written everything, which
+                    // it marks by creating the counter (`RedisEdgeStore::whole` in the
+                    // core). This holds whether or not this loop saw the outage: the
                     // connection may reconnect inside one call.
                     Ok(None) => seen = None,
                     // Unreachable: keep answering from what was read before the outage (the
