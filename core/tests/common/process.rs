@@ -206,8 +206,18 @@ pub fn dechunk(mut rest: &str) -> String {
 }
 
 /// A loopback port that was free a moment ago.
+/// A loopback port nothing listens on, never one this process handed out before: two
+/// tests of one binary asking at once could otherwise be given the same one. (Another
+/// process may still take it; servers started on it check that they answer themselves.)
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Waits until something answers HTTP on `base`.

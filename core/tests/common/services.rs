@@ -113,9 +113,14 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
-        let mut redis = PrivateRedis { port: free_port(), server: None };
-        redis.start_server();
-        redis
+        // A port another process took between our probe and the server's bind: another.
+        for _ in 0..5 {
+            let mut redis = PrivateRedis { port: free_port(), server: None };
+            if redis.start_server().is_ok() {
+                return redis;
+            }
+        }
+        panic!("redis-server found no free port in five tries");
     }
 
     pub fn url(&self) -> String {
@@ -127,7 +132,7 @@ impl PrivateRedis {
     pub fn crash_and_restart(&mut self, down: Duration) {
         self.crash();
         std::thread::sleep(down);
-        self.start_server();
+        self.restart();
     }
 
     /// Kills it (SIGKILL) and leaves it down until [`PrivateRedis::restart`].
@@ -141,7 +146,9 @@ impl PrivateRedis {
 
     /// Starts it again, empty, on the same port.
     pub fn restart(&mut self) {
-        self.start_server();
+        if let Err(why) = self.start_server() {
+            panic!("redis-server could not come back on port {}: {why}", self.port);
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -177,18 +184,39 @@ impl PrivateRedis {
         redis::Client::open(self.url()).and_then(|client| client.get_connection()).expect("connect to redis")
     }
 
-    fn start_server(&mut self) {
-        let server = Command::new("redis-server")
+    /// Starts the server and waits until the port answers with its process id: something
+    /// else answering there (a server that took the port first) is not ours, and a test
+    /// sharing another test's Redis would see that test's crashes and keys.
+    fn start_server(&mut self) -> Result<(), String> {
+        let mut server = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|err| panic!("`redis-server` is needed (scripts/test installs it): {err}"));
-        self.server = Some(Running(server));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let ours = format!("process_id:{}", server.id());
+        loop {
+            if let Some(status) = server.try_wait().expect("redis-server status") {
+                return Err(format!("it exited ({status}); the port is taken"));
+            }
+            let info: Option<String> = redis::Client::open(self.url())
+                .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(1)))
+                .and_then(|mut conn| redis::cmd("INFO").arg("server").query(&mut conn))
+                .ok();
+            match info {
+                Some(info) if info.lines().any(|line| line.trim() == ours) => break,
+                Some(_) => {
+                    let _ = server.kill();
+                    let _ = server.wait();
+                    return Err("another Redis answers there".into());
+                }
+                None => {}
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.server = Some(Running(server));
+        Ok(())
     }
 }
 
