@@ -31,7 +31,11 @@ async fn every_operation_conforms_to_the_openapi_document() {
         .args(["run", &format!("{}/openapi.json", core.url), "--checks", "all"])
         .args(["--header", &format!("Authorization: Bearer {}", core.admin)])
         // A fixed seed and budget: the same cases on every run, so a failure reproduces.
-        .args(["--seed", "20261203", "--max-examples", "25", "--workers", "2"])
+        // One worker: Hypothesis sets the process-wide recursion limit from each worker
+        // thread's own depth, so a second thread can lower it under the first, and
+        // CPython 3.11's `ast` then reports the RecursionError as a SystemError that
+        // Hypothesis calls a flaky test (seen on `POST /v1/links/bulk`, CPython gh-106905).
+        .args(["--seed", "20261203", "--max-examples", "25", "--workers", "1"])
         .args(["--request-timeout", "10", "--suppress-health-check", "all"])
         .output()
         .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
