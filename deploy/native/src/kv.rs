@@ -5,14 +5,22 @@
 //! the same keys under a prefix, written by the core's publisher, which bumps a change
 //! counter after every write; each node polls that counter every few milliseconds and
 //! forgets its cached reads when it moves, so a publish is visible at once on every node
-//! and a hot key costs no round trip per request. While Redis is unreachable a node keeps
-//! answering from that cache.
+//! and a hot key costs no round trip per request.
+//!
+//! Beside that cache, a node keeps the last value it read of every key (up to
+//! [`LAST_KNOWN_ENTRIES`]), across changes. It answers from them while Redis is unreachable,
+//! and while Redis holds no counter: it came back empty and the core's republish has not
+//! finished (the core creates the counter last). The cache alone was not enough: it holds
+//! only what was read since the last change, and the edge keeps some reads of its own (the
+//! manifest, for a quarter second), so a key read before a change and needed again during
+//! an outage was not in it.
 //!
 //! Rate-limit counters sit beside KV, never in it: in process memory over the local store
 //! (one node counts alone), in Redis under `<prefix>__counters:` with the expiry their
 //! names carry (a fleet counts together, exactly).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -25,6 +33,8 @@ use verge_kv_store::{Cached, EdgeStore, ReadCache};
 pub(crate) const CHANGES_KEY: &str = "__changes";
 /// How often a node looks at the change counter.
 const WATCH_INTERVAL: Duration = Duration::from_millis(5);
+/// Keys whose last value a node keeps for outages; later keys are not kept.
+const LAST_KNOWN_ENTRIES: usize = 65_536;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Kv {
@@ -59,6 +69,7 @@ pub(crate) struct RedisKv {
     conn: ConnectionManager,
     prefix: String,
     cache: ReadCache,
+    last_known: RwLock<HashMap<String, Option<Arc<[u8]>>>>,
 }
 
 impl std::fmt::Debug for RedisKv {
@@ -70,8 +81,20 @@ impl std::fmt::Debug for RedisKv {
 impl RedisKv {
     /// Connects, and starts the watcher that empties the cache when the core publishes.
     pub(crate) async fn connect(url: &str, prefix: &str) -> Result<Arc<RedisKv>, redis::RedisError> {
-        let conn = ConnectionManager::new(redis::Client::open(url)?).await?;
-        let kv = Arc::new(RedisKv { conn, prefix: prefix.to_owned(), cache: ReadCache::default() });
+        // Redis down must cost a read milliseconds (it then falls back on what was read
+        // before), not the connection manager's default of six reconnects with backoff of
+        // a second and more, which every waiting read shares: requests hung for 30 s.
+        let fail_fast = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Duration::from_millis(250))
+            .set_response_timeout(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(redis::Client::open(url)?, fail_fast).await?;
+        let kv = Arc::new(RedisKv {
+            conn,
+            prefix: prefix.to_owned(),
+            cache: ReadCache::default(),
+            last_known: RwLock::default(),
+        });
         let weak = Arc::downgrade(&kv);
         tokio::spawn(async move {
             let mut seen: Option<i64> = None;
@@ -84,14 +107,15 @@ impl RedisKv {
                         seen = Some(now);
                     }
                     Ok(Some(_)) => {}
-                    // No counter: Redis came back empty. The cache is then the only whole
-                    // copy left until the core's republish has written everything, which
-                    // it marks by creating the counter (`RedisEdgeStore::whole` in the
-                    // core). This holds whether or not this loop saw the outage: the
-                    // connection may reconnect inside one call.
+                    // No counter: Redis came back empty, and reads fall back on what was
+                    // read before (see `get`) until the core's republish has written
+                    // everything, which it marks by creating the counter
+                    // (`RedisEdgeStore::whole` in the core). The cache empties then. This
+                    // holds whether or not this loop saw the outage: the connection may
+                    // reconnect inside one call.
                     Ok(None) => seen = None,
-                    // Unreachable: keep answering from what was read before the outage (the
-                    // edge's job is to outlive its store), and empty the cache at the first
+                    // Unreachable: reads fall back on what was read before the outage (the
+                    // edge's job is to outlive its store); the cache empties at the first
                     // counter after it.
                     Err(_) => seen = None,
                 }
@@ -125,13 +149,36 @@ impl RedisKv {
             Cached::Hit(value) => return Ok(value),
             Cached::Miss(generation) => generation,
         };
+        // The counter rides along in the same round trip: without it, Redis holds no
+        // whole state, and what this node read before is the better answer.
         let mut conn = self.conn.clone();
-        let value: Option<Vec<u8>> = conn
-            .get(format!("{}{key}", self.prefix))
-            .await
-            .map_err(|err| HostError(format!("redis get `{key}`: {err}")))?;
-        self.cache.store(generation, key, value.as_deref());
-        Ok(value)
+        let read: Result<(Option<Vec<u8>>, Option<i64>), _> = redis::cmd("MGET")
+            .arg(format!("{}{key}", self.prefix))
+            .arg(format!("{}{CHANGES_KEY}", self.prefix))
+            .query_async(&mut conn)
+            .await;
+        match read {
+            Ok((value, Some(_))) => {
+                self.cache.store(generation, key, value.as_deref());
+                self.remember(key, value.as_deref());
+                Ok(value)
+            }
+            Ok((value, None)) => Ok(self.recall(key).unwrap_or(value)),
+            Err(err) => self.recall(key).ok_or_else(|| HostError(format!("redis get `{key}`: {err}"))),
+        }
+    }
+
+    fn remember(&self, key: &str, value: Option<&[u8]>) {
+        let mut known = self.last_known.write().unwrap_or_else(PoisonError::into_inner);
+        if known.len() < LAST_KNOWN_ENTRIES || known.contains_key(key) {
+            known.insert(key.to_owned(), value.map(Arc::from));
+        }
+    }
+
+    /// The last value read of `key` (`Some(None)`: it was absent), if any was.
+    fn recall(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        let known = self.last_known.read().unwrap_or_else(PoisonError::into_inner);
+        known.get(key).map(|value| value.as_deref().map(<[u8]>::to_vec))
     }
 }
 
