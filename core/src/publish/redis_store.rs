@@ -8,10 +8,11 @@
 //! names, so a node never reads half a publish.
 //!
 //! The counter moves only while it exists. A Redis that came back empty has none, and
-//! nodes then keep answering from their caches, the only whole copy left; the republish
-//! that follows refills the store without touching the counter, and creates it only once
-//! everything is written ([`EdgeStore::whole`]). Bumping it at the first chunk would make
-//! every node drop its cache for a store that still lacks the manifest and most records.
+//! nodes then keep answering from what they read before, the only whole copy left; the
+//! republish that follows refills the store without touching the counter, and creates it
+//! only once everything is written ([`EdgeStore::whole`]). Bumping it at the first chunk
+//! would make every node drop its cache for a store that still lacks the manifest and
+//! most records.
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
@@ -116,9 +117,15 @@ impl EdgeStore for RedisEdgeStore {
         Ok(keys)
     }
 
+    /// Creates the counter if it is missing; an existing one has moved with every write.
     async fn whole(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        conn.incr::<_, _, ()>(format!("{}{CHANGES_KEY}", self.prefix), 1).await.map_err(|err| self.fail(err))
+        redis::cmd("SET")
+            .arg(format!("{}{CHANGES_KEY}", self.prefix))
+            .arg(1)
+            .arg("NX")
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(|err| self.fail(err))
     }
 
     fn describe(&self) -> String {

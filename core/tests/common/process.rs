@@ -205,10 +205,10 @@ pub fn dechunk(mut rest: &str) -> String {
     out
 }
 
-/// A loopback port that was free a moment ago.
 /// A loopback port nothing listens on, never one this process handed out before: two
 /// tests of one binary asking at once could otherwise be given the same one. (Another
-/// process may still take it; servers started on it check that they answer themselves.)
+/// process may still take it before the server binds; `PrivateRedis` checks that it
+/// answers itself.)
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());

@@ -127,14 +127,6 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Kills it (SIGKILL: no save, clients cut off), waits `down`, and starts it again,
-    /// empty, on the same port.
-    pub fn crash_and_restart(&mut self, down: Duration) {
-        self.crash();
-        std::thread::sleep(down);
-        self.restart();
-    }
-
     /// Kills it (SIGKILL) and leaves it down until [`PrivateRedis::restart`].
     pub fn crash(&mut self) {
         if let Some(mut server) = self.server.take() {
