@@ -1,7 +1,7 @@
 //! The edge's `Host` over tokio: KV from [`crate::kv`], the clock and randomness of the
 //! operating system, the client from the socket (and a trusted proxy's country header),
-//! events to [`crate::events`]; and the hyper server that hands each request to
-//! `verge_edge::handle`.
+//! events to [`crate::events`]; and the accept loop that hands each connection to
+//! [`crate::http1`] and each request to `verge_edge::handle`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,15 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use verge_edge::{Client, Host, HostError, body};
+use verge_edge::{Client, Host, HostError};
 
 use crate::events::EventSender;
+use crate::http1;
 use crate::kv::Kv;
 
 /// What every request of this node shares.
@@ -77,71 +73,50 @@ impl Host for NativeHost<'_> {
     }
 }
 
-type Response = http::Response<Full<Bytes>>;
-
 impl Node {
-    async fn handle(&self, request: http::Request<Incoming>, peer: SocketAddr) -> Response {
-        let (mut parts, incoming) = request.into_parts();
+    /// Answers one request, as the edge application does on every platform.
+    pub(crate) async fn answer(&self, request: http::Request<Vec<u8>>, peer: SocketAddr) -> http::Response<Vec<u8>> {
+        let (mut parts, body) = request.into_parts();
         // The edge reads the host from the URI, where the platforms put it. The path is
-        // kept as hyper parsed it (a cheap clone), only the authority is parsed here.
-        // A `Host` that is no authority leaves the URI as it came (the edge then reads it
-        // from the header, and finds nothing under it).
-        let authority = match parts.headers.get(http::header::HOST) {
-            Some(host) => http::uri::Authority::from_maybe_shared(Bytes::copy_from_slice(host.as_bytes())).ok(),
-            None => Some(http::uri::Authority::from_static("localhost")),
-        };
-        if let Some(authority) = authority {
-            let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(http::uri::Scheme::HTTP);
-            uri.authority = Some(authority);
-            uri.path_and_query =
-                Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-            if let Ok(uri) = http::Uri::from_parts(uri) {
-                parts.uri = uri;
+        // kept as parsed (a cheap clone), only the authority is parsed here. A `Host`
+        // that is no authority leaves the URI as it came (the edge then reads it from the
+        // header, and finds nothing under it).
+        if parts.uri.authority().is_none() {
+            let authority = match parts.headers.get(http::header::HOST) {
+                Some(host) => http::uri::Authority::from_maybe_shared(Bytes::copy_from_slice(host.as_bytes())).ok(),
+                None => Some(http::uri::Authority::from_static("localhost")),
+            };
+            if let Some(authority) = authority {
+                let mut uri = http::uri::Parts::default();
+                uri.scheme = Some(http::uri::Scheme::HTTP);
+                uri.authority = Some(authority);
+                uri.path_and_query =
+                    Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+                if let Ok(uri) = http::Uri::from_parts(uri) {
+                    parts.uri = uri;
+                }
             }
         }
         let country = verge_edge::client::country(self.country_header.as_ref().map(http::HeaderName::as_str), |name| {
             parts.headers.get(name).map(http::HeaderValue::as_bytes)
         });
         let client = Client { ip: Some(peer.ip()), country };
-        // No edge route reads a GET or HEAD body.
-        let body = if matches!(parts.method, http::Method::GET | http::Method::HEAD) {
-            Vec::new()
-        } else {
-            match read_body(&parts.headers, incoming).await {
-                Ok(body) => body,
-                Err(refused) => return refused.map(|b| Full::new(Bytes::from(b))),
-            }
-        };
         let host = NativeHost { node: self, client, now_millis: AtomicU64::new(0) };
-        let response = verge_edge::handle(&host, http::Request::from_parts(parts, body)).await;
-        response.map(|body| Full::new(Bytes::from(body)))
+        verge_edge::handle(&host, http::Request::from_parts(parts, body)).await
     }
 }
 
-/// Reads the body up to the edge's cap (`verge_edge::body`), frame by frame.
-async fn read_body(headers: &http::HeaderMap, mut incoming: Incoming) -> Result<Vec<u8>, http::Response<Vec<u8>>> {
-    if body::declared_too_large(headers) {
-        return Err(body::too_large());
-    }
-    let mut capped = body::Capped::default();
-    while let Some(frame) = incoming.frame().await {
-        let frame = frame.map_err(|_| body::unreadable())?;
-        if let Some(data) = frame.data_ref() {
-            capped.push(data).map_err(|_| body::too_large())?;
-        }
-    }
-    Ok(capped.into_bytes())
-}
-
-/// Serves until `shutdown` resolves, then drains connections for at most `grace`.
+/// Serves until `shutdown` resolves, then lets connections finish the request they are
+/// on for at most `grace`; idle ones close at once.
 pub(crate) async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    // Every connection holds a sender; once all are dropped, `recv` says they are done.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -158,23 +133,17 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
-        let service = service_fn(move |request| {
-            let node = node.clone();
-            async move { Ok::<_, std::convert::Infallible>(node.handle(request, peer).await) }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let stopping = stopping.clone();
+        let open = open.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, %peer, "connection ended with an error");
-            }
+            http1::serve_connection(stream, stopping, |request| node.answer(request, peer)).await;
+            drop(open);
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    let _ = stop.send(true);
+    drop(open);
+    if tokio::time::timeout(grace, all_closed.recv()).await.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
     }
     Ok(())

@@ -2,12 +2,13 @@
 //!
 //! It is not a second implementation: routes, KV reading and decisions are `verge-edge`
 //! and `verge-shared`, exactly as in the wasm builds; this crate only implements the
-//! edge's `Host` trait over tokio and hyper (the role Spin, Workers and Fastly play for
-//! the wasm builds). It reads the local edge store the core publishes into, or Redis as
+//! edge's `Host` trait over tokio, with a small HTTP/1.1 server of its own (the role Spin,
+//! Workers and Fastly play for the wasm builds). It reads the local edge store the core publishes into, or Redis as
 //! the replicated KV a fleet of nodes follows. `verge edge serve --native` runs it.
 
 mod events;
 mod host;
+mod http1;
 mod kv;
 
 use std::io::Write;
