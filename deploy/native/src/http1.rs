@@ -132,7 +132,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.fill(deadline).await?;
             }
         };
-        let deadline = Instant::now() + READ_TIMEOUT;
         self.input.advance(head_length);
         let framing = framing(&request)?;
         if let Framing::Length(length) = framing
@@ -152,12 +151,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         *request.body_mut() = match framing {
             Framing::Length(length) => {
-                while self.input.len() < length {
-                    self.fill(deadline).await?;
+                if self.input.len() < length {
+                    let deadline = Instant::now() + READ_TIMEOUT;
+                    while self.input.len() < length {
+                        self.fill(deadline).await?;
+                    }
                 }
-                self.input.split_to(length).to_vec()
+                let body = self.input[..length].to_vec();
+                self.input.advance(length);
+                body
             }
-            Framing::Chunked => self.read_chunked(deadline).await?,
+            Framing::Chunked => self.read_chunked(Instant::now() + READ_TIMEOUT).await?,
         };
         Ok(Some(request))
     }

@@ -240,7 +240,7 @@ async fn a_stopping_node_finishes_the_request_in_flight_and_closes_idle_connecti
 }
 
 #[tokio::test(start_paused = true)]
-async fn silent_and_slow_clients_are_dropped_after_the_read_timeout() {
+async fn silent_and_slow_clients_are_dropped_at_the_read_deadline() {
     let (mut silent, _stop, served) = start();
     let started = tokio::time::Instant::now();
     served.await.unwrap();
@@ -263,4 +263,22 @@ async fn silent_and_slow_clients_are_dropped_after_the_read_timeout() {
     assert_eq!(started.elapsed(), super::READ_TIMEOUT);
     let mut slow = trickle.await.unwrap();
     assert_eq!(read_all(&mut slow).await, "");
+
+    // So is a body, from the end of its head.
+    let (mut client, _stop, served) = start();
+    client.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n").await.unwrap();
+    let started = tokio::time::Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..99 {
+            if client.write_all(b"a").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        client
+    });
+    served.await.unwrap();
+    assert_eq!(started.elapsed(), super::READ_TIMEOUT);
+    let mut client = trickle.await.unwrap();
+    assert_eq!(read_all(&mut client).await, "");
 }
