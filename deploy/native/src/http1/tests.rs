@@ -102,7 +102,10 @@ async fn a_chunked_body_is_decoded_with_extensions_and_trailers() {
 async fn ambiguous_framing_is_refused_and_the_connection_closed() {
     let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     let cases: [(&[u8], &str); 7] = [
-        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "400 Bad Request"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400 Bad Request",
+        ),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", "400 Bad Request"),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n", "400 Bad Request"),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "501 Not Implemented"),
