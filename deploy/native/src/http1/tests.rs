@@ -242,6 +242,17 @@ async fn a_stopping_node_finishes_the_request_in_flight_and_closes_idle_connecti
     assert_eq!(transcript, ok("POST /b 1.1 [abcd]").replace("\r\ndate", "\r\nconnection: close\r\ndate"));
 }
 
+/// Sends `bytes` one a second; the client back once the server stops reading.
+async fn trickle(mut client: DuplexStream, bytes: &'static [u8]) -> DuplexStream {
+    for byte in bytes {
+        if client.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    client
+}
+
 #[tokio::test(start_paused = true)]
 async fn silent_and_slow_clients_are_dropped_at_the_read_deadline() {
     let (mut silent, _stop, served) = start();
@@ -250,38 +261,18 @@ async fn silent_and_slow_clients_are_dropped_at_the_read_deadline() {
     assert_eq!(started.elapsed(), super::READ_TIMEOUT);
     assert_eq!(read_all(&mut silent).await, "");
 
-    // A head that trickles in is dropped at the same deadline, however often it moves.
-    let (mut slow, _stop, served) = start();
-    let started = tokio::time::Instant::now();
-    let trickle = tokio::spawn(async move {
-        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa" {
-            if slow.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        slow
-    });
-    served.await.unwrap();
-    assert_eq!(started.elapsed(), super::READ_TIMEOUT);
-    let mut slow = trickle.await.unwrap();
-    assert_eq!(read_all(&mut slow).await, "");
-
-    // So is a body, from the end of its head.
-    let (mut client, _stop, served) = start();
-    client.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n").await.unwrap();
-    let started = tokio::time::Instant::now();
-    let trickle = tokio::spawn(async move {
-        for _ in 0..99 {
-            if client.write_all(b"a").await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        client
-    });
-    served.await.unwrap();
-    assert_eq!(started.elapsed(), super::READ_TIMEOUT);
-    let mut client = trickle.await.unwrap();
-    assert_eq!(read_all(&mut client).await, "");
+    // A head that trickles in is dropped at the same deadline, however often it moves;
+    // so is a body, from the end of its head.
+    let body = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+    let slow_head: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
+    for (sent_at_once, trickled) in [(&b""[..], slow_head), (body, &[b'a'; 99][..])] {
+        let (mut client, _stop, served) = start();
+        client.write_all(sent_at_once).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let trickling = tokio::spawn(trickle(client, trickled));
+        served.await.unwrap();
+        assert_eq!(started.elapsed(), super::READ_TIMEOUT);
+        let mut client = trickling.await.unwrap();
+        assert_eq!(read_all(&mut client).await, "");
+    }
 }
