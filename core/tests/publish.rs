@@ -524,3 +524,70 @@ async fn a_write_that_commits_out_of_order_is_still_published() {
     assert_eq!(store.get("rec/late").await.unwrap().as_deref(), Some(&b"a"[..]));
     assert!(publisher.run_once(false).await.unwrap().is_none(), "and the outbox is drained");
 }
+
+/// A store whose writes wait at a gate: a publish into it holds the turn to publish (on
+/// PostgreSQL, the advisory lock) for as long as the test keeps the gate shut.
+#[derive(Debug)]
+struct Gated {
+    inner: LocalEdgeStore,
+    entered: tokio::sync::Notify,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl EdgeStore for Gated {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.entered.notify_one();
+        let _ = self.open.clone().wait_for(|open| *open).await;
+        self.inner.put_many(entries).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.inner.delete_many(keys).await
+    }
+    async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.keys_with_prefix(prefix).await
+    }
+    fn describe(&self) -> String {
+        "gated".into()
+    }
+}
+
+/// A replica that starts while another is publishing must still reconcile its own store
+/// once the turn is free, not take "another replica holds the turn" for "nothing to do".
+/// (On SQLite there is one process and no turn to wait for; the test then checks only
+/// that the start-up reconcile happens.)
+#[tokio::test]
+async fn a_replica_starting_while_another_publishes_still_reconciles_its_store() {
+    let (app, fixture, store, _dir) = setup().await;
+    let db = app.app.state.db.clone();
+    fixture.set(&[("flags/dev", &[("0", "one")])]);
+    let other_dir = tempfile::tempdir().unwrap();
+    let (gate, open) = tokio::sync::watch::channel(false);
+    let gated = Arc::new(Gated {
+        inner: LocalEdgeStore::open(&other_dir.path().join("kv.db")).await.unwrap(),
+        entered: tokio::sync::Notify::new(),
+        open,
+    });
+    let busy = Publisher::new(db.clone(), vec![fixture.clone()], vec![gated.clone()]);
+    let holding = tokio::spawn(async move { busy.run_once(true).await });
+    gated.entered.notified().await;
+
+    let starting = Publisher::new(db.clone(), vec![fixture.clone()], vec![Arc::new(store.clone())]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(starting.run(async { stopped.await.unwrap_or(()) }));
+    // Past the starting replica's first rounds (a tick is half a second).
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    gate.send(true).unwrap();
+    holding.await.unwrap().unwrap().expect("the other replica published");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while edge_read(&store, "flags/dev", &["0"]).await.is_none() {
+        assert!(Instant::now() < deadline, "the starting replica never reconciled its store");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}

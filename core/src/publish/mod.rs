@@ -193,7 +193,8 @@ impl Publisher {
     }
 
     /// Publishes to every store if the outbox holds anything (or `force`), then clears the
-    /// rows it covered. Returns the reports, one per store, when it published.
+    /// rows it covered. Returns the reports, one per store, when it published; `None` when
+    /// nothing was pending, or (on PostgreSQL) another replica holds the turn to publish.
     pub async fn run_once(&self, force: bool) -> Result<Option<Vec<Report>>, PublishError> {
         let mut conn = self.db.pool().acquire().await?;
         if self.db.dialect() == Dialect::Postgres {
@@ -320,7 +321,9 @@ impl Publisher {
                         }
                     }
                 }
-                Ok(None) => force = false,
+                // Nothing to publish; or, when forced, another replica holds the turn: the
+                // forced reconcile is still owed, so it stays asked for until it runs.
+                Ok(None) => {}
                 // Left in the outbox; tried again on the next round.
                 Err(err) => tracing::warn!(error = %err, "publish failed; will retry"),
             }
