@@ -1,7 +1,8 @@
 //! The native edge node (`verge edge serve --native`): the same edge application compiled
 //! natively. Over Redis, a fleet of nodes follows one core, each change visible on every
-//! node within a second; a clean stop loses no event. (Its answers are compared with every
-//! other platform's in `edge_platforms`.)
+//! node within a second; a clean stop loses no event; past its connection cap a client
+//! waits for a free slot. (Its answers are compared with every other platform's in
+//! `edge_platforms`.)
 //!
 //! Redis comes from VERGE_TEST_REDIS_URL when the run has one, else the test starts a
 //! `redis-server` of its own on loopback (scripts/test installs it); it is never skipped.
@@ -143,4 +144,45 @@ async fn edges_keep_serving_links_and_flags_while_the_core_is_down() {
             assert!(flag.body.contains("\"value\":true"), "{edge}: {}", flag.body);
         }
     }
+}
+
+/// At its connection cap a node stops accepting: a further client waits in the listen
+/// backlog, unanswered, until an open connection closes, and is then served.
+#[tokio::test]
+async fn a_node_at_its_connection_cap_serves_a_new_client_once_one_closes() {
+    use std::io::{Read, Write};
+    let (config, dir) = fresh_config().await;
+    let work = dir.path();
+    let core = start_core_for_edges(&config, work);
+    let store = publish_local(&config, work);
+    let (_node, url) = serve_native(&config, work, Some(&store), &core, &[("VERGE_EDGE_MAX_CONNECTIONS", "2")]);
+    let address = url.trim_start_matches("http://").to_owned();
+    let request = b"GET /__verge/health HTTP/1.1\r\nHost: edge.test\r\n\r\n";
+    let first_read = |stream: &mut std::net::TcpStream| -> std::io::Result<String> {
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream.write_all(request).unwrap();
+        let answer = first_read(&mut stream).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        open.push(stream);
+    }
+
+    let mut waiting = std::net::TcpStream::connect(&address).unwrap();
+    waiting.write_all(request).unwrap();
+    waiting.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let early = first_read(&mut waiting);
+    assert!(early.is_err(), "a third connection was served past a cap of two: {early:?}");
+
+    drop(open.pop());
+    waiting.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let answer = first_read(&mut waiting).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "once a slot was free: {answer}");
+    // The connection still open was never disturbed.
+    open[0].write_all(request).unwrap();
+    assert!(first_read(&mut open[0]).unwrap().starts_with("HTTP/1.1 200"));
 }

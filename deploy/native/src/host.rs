@@ -107,18 +107,26 @@ impl Node {
 }
 
 /// Serves until `shutdown` resolves, then lets connections finish the request they are
-/// on for at most `grace`; idle ones close at once.
+/// on for at most `grace`; idle ones close at once. At most `max_connections` are open at
+/// once: past that the node stops accepting, and new connections wait in the kernel's
+/// backlog until one closes, rather than each taking a file descriptor and memory.
 pub(crate) async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
+    max_connections: usize,
 ) -> std::io::Result<()> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
     // Every connection holds a sender; once all are dropped, `recv` says they are done.
     let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -137,7 +145,7 @@ pub(crate) async fn serve(
         let open = open.clone();
         tokio::spawn(async move {
             http1::serve_connection(stream, stopping, |request| node.answer(request, peer)).await;
-            drop(open);
+            drop((open, slot));
         });
     }
     drop(listener);

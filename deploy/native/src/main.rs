@@ -53,6 +53,11 @@ struct Args {
     /// How long connections in flight, and then unsent events, may take after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 5000)]
     shutdown_grace_ms: u64,
+    /// Connections open at once; more wait in the listen backlog until one closes. Keep it
+    /// below the open-file limit (`ulimit -n`).
+    #[arg(long, env = "VERGE_EDGE_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
 }
 
 fn main() -> ExitCode {
@@ -111,7 +116,9 @@ async fn run(args: Args) -> Result<(), String> {
 
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     let node = Arc::new(host::Node { kv, events, country_header: args.country_header });
-    host::serve(listener, node, shutdown_signal(), grace).await.map_err(|err| err.to_string())?;
+    host::serve(listener, node, shutdown_signal(), grace, args.max_connections as usize)
+        .await
+        .map_err(|err| err.to_string())?;
     // Every request's sender is gone with the node: the queue drains, then ends.
     flushed.wait(grace).await;
     Ok(())
