@@ -465,29 +465,27 @@ async fn bulk_files_carry_the_state_between_runs_and_list_deletions() {
     assert!(!files.finish().unwrap(), "unchanged: nothing rewritten");
 }
 
-/// Commits a second writer's outbox row while a publish is writing: its id was minted
-/// before the row the publisher read, as a transaction that began first and committed last.
+/// Something a test does just before each batch a publish writes.
+#[async_trait]
+trait BeforePut: Send + Sync + std::fmt::Debug {
+    async fn before_put(&self);
+}
+
+/// A local store that runs `hook` before each `put_many`: how the tests below step in the
+/// middle of a publish.
 #[derive(Debug)]
-struct LateCommit {
+struct Hooked<H> {
     inner: LocalEdgeStore,
-    db: Database,
-    late: Mutex<Option<String>>,
+    hook: H,
 }
 
 #[async_trait]
-impl EdgeStore for LateCommit {
+impl<H: BeforePut> EdgeStore for Hooked<H> {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(key).await
     }
     async fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        let late = self.late.lock().unwrap().take();
-        if let Some(id) = late {
-            sqlx::query("INSERT INTO outbox (id, dataset, created_at) VALUES ($1, 'rec/late', 0)")
-                .bind(id)
-                .execute(self.db.pool())
-                .await
-                .unwrap();
-        }
+        self.hook.before_put().await;
         self.inner.put_many(entries).await
     }
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
@@ -497,7 +495,29 @@ impl EdgeStore for LateCommit {
         self.inner.keys_with_prefix(prefix).await
     }
     fn describe(&self) -> String {
-        "late-commit".into()
+        format!("{:?}", self.hook)
+    }
+}
+
+/// Commits a second writer's outbox row while a publish is writing: its id was minted
+/// before the row the publisher read, as a transaction that began first and committed last.
+#[derive(Debug)]
+struct LateCommit {
+    db: Database,
+    late: Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl BeforePut for LateCommit {
+    async fn before_put(&self) {
+        let late = self.late.lock().unwrap().take();
+        if let Some(id) = late {
+            sqlx::query("INSERT INTO outbox (id, dataset, created_at) VALUES ($1, 'rec/late', 0)")
+                .bind(id)
+                .execute(self.db.pool())
+                .await
+                .unwrap();
+        }
     }
 }
 
@@ -514,7 +534,8 @@ async fn a_write_that_commits_out_of_order_is_still_published() {
     publish::enqueue(&mut tx, "rec/early").await.unwrap();
     tx.commit().await.unwrap();
 
-    let racing = LateCommit { inner: store.clone(), db: db.clone(), late: Mutex::new(Some(minted_first)) };
+    let racing =
+        Hooked { inner: store.clone(), hook: LateCommit { db: db.clone(), late: Mutex::new(Some(minted_first)) } };
     let publisher = Publisher::new(db.clone(), vec![keyed.clone()], vec![Arc::new(racing)]);
     publisher.run_once(false).await.unwrap().expect("published writer B");
     assert_eq!(store.get("rec/early").await.unwrap().as_deref(), Some(&b"b"[..]));
@@ -525,33 +546,19 @@ async fn a_write_that_commits_out_of_order_is_still_published() {
     assert!(publisher.run_once(false).await.unwrap().is_none(), "and the outbox is drained");
 }
 
-/// A store whose writes wait at a gate: a publish into it holds the turn to publish (on
+/// Writes wait at a gate: a publish into the store holds the turn to publish (on
 /// PostgreSQL, the advisory lock) for as long as the test keeps the gate shut.
 #[derive(Debug)]
-struct Gated {
-    inner: LocalEdgeStore,
+struct Gate {
     entered: tokio::sync::Notify,
     open: tokio::sync::watch::Receiver<bool>,
 }
 
 #[async_trait]
-impl EdgeStore for Gated {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+impl BeforePut for Gate {
+    async fn before_put(&self) {
         self.entered.notify_one();
         let _ = self.open.clone().wait_for(|open| *open).await;
-        self.inner.put_many(entries).await
-    }
-    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.inner.delete_many(keys).await
-    }
-    async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.keys_with_prefix(prefix).await
-    }
-    fn describe(&self) -> String {
-        "gated".into()
     }
 }
 
@@ -566,14 +573,13 @@ async fn a_replica_starting_while_another_publishes_still_reconciles_its_store()
     fixture.set(&[("flags/dev", &[("0", "one")])]);
     let other_dir = tempfile::tempdir().unwrap();
     let (gate, open) = tokio::sync::watch::channel(false);
-    let gated = Arc::new(Gated {
+    let gated = Arc::new(Hooked {
         inner: LocalEdgeStore::open(&other_dir.path().join("kv.db")).await.unwrap(),
-        entered: tokio::sync::Notify::new(),
-        open,
+        hook: Gate { entered: tokio::sync::Notify::new(), open },
     });
     let busy = Publisher::new(db.clone(), vec![fixture.clone()], vec![gated.clone()]);
     let holding = tokio::spawn(async move { busy.run_once(true).await });
-    gated.entered.notified().await;
+    gated.hook.entered.notified().await;
 
     let starting = Publisher::new(db.clone(), vec![fixture.clone()], vec![Arc::new(store.clone())]);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
