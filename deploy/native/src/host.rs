@@ -115,12 +115,11 @@ pub(crate) async fn serve(
     node: Arc<Node>,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
-    max_connections: usize,
+    max_connections: u32,
 ) -> std::io::Result<()> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    // Every connection holds a sender; once all are dropped, `recv` says they are done.
-    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    // Every connection holds a slot until it ends: all slots free again means all closed.
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -142,16 +141,14 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         let stopping = stopping.clone();
-        let open = open.clone();
         tokio::spawn(async move {
             http1::serve_connection(stream, stopping, |request| node.answer(request, peer)).await;
-            drop((open, slot));
+            drop(slot);
         });
     }
     drop(listener);
     let _ = stop.send(true);
-    drop(open);
-    if tokio::time::timeout(grace, all_closed.recv()).await.is_err() {
+    if tokio::time::timeout(grace, slots.acquire_many(max_connections)).await.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
     }
     Ok(())

@@ -116,9 +116,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     let node = Arc::new(host::Node { kv, events, country_header: args.country_header });
-    host::serve(listener, node, shutdown_signal(), grace, args.max_connections as usize)
-        .await
-        .map_err(|err| err.to_string())?;
+    host::serve(listener, node, shutdown_signal(), grace, args.max_connections).await.map_err(|err| err.to_string())?;
     // Every request's sender is gone with the node: the queue drains, then ends.
     flushed.wait(grace).await;
     Ok(())
