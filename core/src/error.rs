@@ -275,7 +275,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// `application/json` or `application/<anything>+json`, any case, parameters ignored.
-fn is_json_type(content_type: &str) -> bool {
+pub(crate) fn is_json_type(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or_default().trim().as_bytes();
     let (kind, subtype) = essence.split_at(essence.len().min(12));
     kind.eq_ignore_ascii_case(b"application/")

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -109,6 +109,14 @@ impl Metrics {
         })
     }
 
+    /// Counts a request to `route` answered with `status`, and its latency since `started`.
+    pub(crate) fn observe_request(&self, method: &Method, route: String, status: StatusCode, started: Instant) {
+        let labels = RequestLabels { method: method_label(method).to_owned(), route, status: status.as_u16() };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        self.traffic.record(status.is_server_error());
+    }
+
     /// Counts a global-tier decision of `policy`.
     pub(crate) fn count_decision(&self, policy: &str, outcome: &'static str) {
         self.decisions.get_or_create(&DecisionLabels { policy: policy.to_owned(), outcome }).inc();
@@ -138,13 +146,10 @@ impl Metrics {
 
 pub(crate) async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = method_label(req.method());
+    let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(req).await;
-    let labels = RequestLabels { method: method.to_owned(), route, status: response.status().as_u16() };
-    metrics.requests.get_or_create(&labels).inc();
-    metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    metrics.traffic.record(response.status().is_server_error());
+    metrics.observe_request(&method, route, response.status(), started);
     response
 }
 

@@ -61,7 +61,7 @@ impl std::fmt::Debug for App {
     }
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every capability's edge dataset source, in publishing order. Capabilities add theirs
 /// here, where their routes are added too, so `publish` never imports the domains it serves.
@@ -274,8 +274,8 @@ fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi, Router) {
     // The console calls the documented routes in process, as the signed-in operator.
     let console = console::router(state.clone(), api.clone().with_state(state.clone()));
     let api = api.merge(console);
-    let (router, metrics) = with_middleware(api, state);
-    (router, doc, metrics)
+    let (router, metrics) = with_middleware(api, state.clone());
+    (ratelimit::lane::in_front_of(router, state), doc, metrics)
 }
 
 /// Wraps `routes` in the middleware every request goes through and adds `/metrics`
@@ -323,20 +323,25 @@ struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let bits: u128 = rand::random();
-        // Version 4, variant 1, as MakeRequestUuid wrote them.
-        let bits = (bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-        // 8-4-4-4-12 hex digits, written in place (two `format!`s showed in the profile).
-        let mut id = [b'-'; 36];
-        let digits = (0..36).filter(|i| ![8, 13, 18, 23].contains(i));
-        for (n, at) in digits.enumerate() {
-            id[at] = b"0123456789abcdef"[((bits >> (124 - 4 * n)) & 0xf) as usize];
-        }
-        axum::http::HeaderValue::from_bytes(&id).ok().map(RequestId::new)
+        Some(RequestId::new(new_request_id()))
     }
 }
 
-fn request_span(req: &Request) -> tracing::Span {
+/// A fresh request id (see [`RandomRequestId`]).
+pub(crate) fn new_request_id() -> axum::http::HeaderValue {
+    let bits: u128 = rand::random();
+    // Version 4, variant 1, as MakeRequestUuid wrote them.
+    let bits = (bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    // 8-4-4-4-12 hex digits, written in place (two `format!`s showed in the profile).
+    let mut id = [b'-'; 36];
+    let digits = (0..36).filter(|i| ![8, 13, 18, 23].contains(i));
+    for (n, at) in digits.enumerate() {
+        id[at] = b"0123456789abcdef"[((bits >> (124 - 4 * n)) & 0xf) as usize];
+    }
+    axum::http::HeaderValue::from_bytes(&id).expect("hex digits and dashes are a valid header value")
+}
+
+pub(crate) fn request_span(req: &Request) -> tracing::Span {
     let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
     // The path only: query strings may carry tokens and personal data.
     tracing::info_span!("request", id, method = %req.method(), path = req.uri().path(), key = tracing::field::Empty)
@@ -396,13 +401,17 @@ async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next
     }
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "request_timeout",
-            format!("the request took longer than {} ms and was abandoned", limit.as_millis()),
-        )
-        .into_response(),
+        Err(_) => timed_out(limit).into_response(),
     }
+}
+
+/// The answer to a request abandoned after `limit`.
+pub(crate) fn timed_out(limit: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "request_timeout",
+        format!("the request took longer than {} ms and was abandoned", limit.as_millis()),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets

@@ -3,7 +3,8 @@
 
 mod common;
 
-use axum::http::{Method, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::http::{Method, Request, StatusCode};
 use common::TestApp;
 use serde_json::{Value, json};
 use verge_core::keys::Scope;
@@ -295,6 +296,94 @@ async fn malformed_checks_are_refused_with_pointers() {
         check(&app, &checker, "api", bad).await.validation_fields(),
         ["/descriptors/0/entries", "/descriptors/1/cost"]
     );
+}
+
+/// A check call as bytes, sent with a known length (the route's fast lane takes it when
+/// it may) or streamed without one (always the full router's way).
+async fn raw_check(app: &TestApp, key: Option<&str>, content_type: &str, body: &str, streamed: bool) -> common::Reply {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/ratelimit/check")
+        .header("content-type", content_type)
+        .header("x-request-id", "req-fixed");
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let bytes = Bytes::from(body.to_owned());
+    let body = if streamed {
+        Body::from_stream(futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) }))
+    } else {
+        Body::from(bytes)
+    };
+    app.send(request.body(body).unwrap()).await
+}
+
+/// What must match between two answers: status, header names, and headers and body with
+/// the seconds that tick between two calls (reset and retry times) taken out.
+fn comparable(reply: &common::Reply) -> (StatusCode, Vec<String>, Vec<String>, Value) {
+    // One policy per answer here, so `t=` (seconds to reset) is a whole parameter.
+    let untick = |value: &str| value.split(';').filter(|p| !p.starts_with("t=")).collect::<Vec<_>>().join(";");
+    let mut names: Vec<String> = reply.headers.keys().map(|name| name.to_string()).collect();
+    names.sort();
+    let values = ["content-type", "x-request-id", "ratelimit-policy", "ratelimit"]
+        .iter()
+        .map(|name| reply.headers.get(*name).map_or("-".into(), |v| untick(v.to_str().unwrap())))
+        .collect();
+    let mut json = reply.json.clone();
+    for result in json["results"].as_array_mut().into_iter().flatten() {
+        result["reset_seconds"] = Value::Null;
+        result["retry_after_seconds"] = Value::Null;
+    }
+    (reply.status, names, values, json)
+}
+
+#[tokio::test]
+async fn the_fast_lane_answers_every_check_exactly_as_the_full_router_does() {
+    let app = TestApp::new().await;
+    let writer = app.key(&[Scope::RatelimitWrite]).await;
+    let checker = app.key(&[Scope::RatelimitCheck]).await;
+    let reader = app.key(&[Scope::Read]).await;
+    create(&app, &writer, per_key(1, "fixed_window")).await;
+    let mut shadow = per_key(1, "fixed_window");
+    shadow["domain"] = json!("shadowed");
+    shadow["mode"] = json!("shadow");
+    create(&app, &writer, shadow).await;
+    let call = |domain: &str, value: &str| {
+        json!({"domain": domain, "descriptors": [{"entries": [{"key": "api_key", "value": value}]}]}).to_string()
+    };
+    check(&app, &checker, "api", api_key("spent")).await.ok();
+    check(&app, &checker, "shadowed", api_key("spent")).await.ok();
+    let json = "application/json";
+    let cases: Vec<(&str, Option<&str>, &str, String)> = vec![
+        ("allowed", Some(&checker), json, call("api", "fresh")),
+        ("denied", Some(&checker), json, call("api", "spent")),
+        ("shadow-denied", Some(&checker), json, call("shadowed", "spent")),
+        ("no policy", Some(&checker), json, call("elsewhere", "any")),
+        ("invalid descriptors", Some(&checker), json, r#"{"domain": "api", "descriptors": []}"#.into()),
+        ("unknown field", Some(&checker), json, r#"{"domain": "api", "descriptors": [], "x": 1}"#.into()),
+        ("not an object", Some(&checker), json, r#"["api", []]"#.into()),
+        ("not JSON", Some(&checker), json, "{".into()),
+        ("wrong media type", Some(&checker), "text/plain", call("api", "fresh")),
+        ("no key", None, json, call("api", "fresh")),
+        ("wrong scope", Some(&reader), json, call("api", "fresh")),
+        ("unknown key", Some("verge_nobody"), json, call("api", "fresh")),
+    ];
+    for (case, key, content_type, body) in &cases {
+        // A fresh counter for each way, so both start from the same state.
+        let lane = raw_check(&app, *key, content_type, &body.replace("fresh", "fresh-lane"), false).await;
+        let full = raw_check(&app, *key, content_type, &body.replace("fresh", "fresh-full"), true).await;
+        assert_eq!(comparable(&lane), comparable(&full), "{case}: lane {} / full {}", lane.text, full.text);
+        assert_eq!(lane.headers["x-request-id"], "req-fixed", "{case}");
+    }
+    // Both ways count in the request metrics under the route.
+    let metrics = app.get("/metrics", None).await.text;
+    let answered = |status: u16| {
+        let series =
+            format!(r#"verge_http_requests_total{{method="POST",route="/v1/ratelimit/check",status="{status}"}} "#);
+        metrics.lines().find_map(|line| line.strip_prefix(series.as_str())).map(|n| n.parse::<u32>().unwrap())
+    };
+    assert_eq!(answered(200), Some(2 + 2 * 3), "{metrics}");
+    assert_eq!(answered(429), Some(2), "{metrics}");
 }
 
 const ENVOY: &str = r#"

@@ -241,6 +241,11 @@ pub(crate) async fn check(
     _: Authorized<Checkers>,
     ApiJson(request): ApiJson<CheckRequest>,
 ) -> Result<Response, ApiError> {
+    run(&state, request).await
+}
+
+/// The route's work once its request is parsed: shared with the fast lane (`lane`).
+pub(super) async fn run(state: &AppState, request: CheckRequest) -> Result<Response, ApiError> {
     check_request(&request)?;
     let set = domain_set(&state.db, &request.domain).await?;
     let now = crate::time::unix_micros();
@@ -250,7 +255,7 @@ pub(crate) async fn check(
         .map(|d| (d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect(), cost_of(d.cost).unwrap_or(1)))
         .collect();
     let results = decide(&state.cache, &set, &request.domain, &descriptors, now).await;
-    record(&state, &results, now);
+    record(state, &results, now);
     Ok(answer(results))
 }
 

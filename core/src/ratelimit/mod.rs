@@ -9,6 +9,7 @@ pub(crate) mod alerts;
 pub(crate) mod check;
 pub(crate) mod defaults;
 pub(crate) mod envoy;
+pub(crate) mod lane;
 pub(crate) mod policies;
 pub(crate) mod rls;
 pub(crate) mod stats;
