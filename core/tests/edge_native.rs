@@ -1,8 +1,8 @@
 //! The native edge node (`verge edge serve --native`): the same edge application compiled
 //! natively. Over Redis, a fleet of nodes follows one core, each change visible on every
 //! node within a second; a clean stop loses no event; past its connection cap a client
-//! waits for a free slot. (Its answers are compared with every other platform's in
-//! `edge_platforms`.)
+//! waits for a free slot; a stopping node finishes the request in flight. (Its answers are
+//! compared with every other platform's in `edge_platforms`.)
 //!
 //! Redis comes from VERGE_TEST_REDIS_URL when the run has one, else the test starts a
 //! `redis-server` of its own on loopback (scripts/test installs it); it is never skipped.
@@ -185,4 +185,55 @@ async fn a_node_at_its_connection_cap_serves_a_new_client_once_one_closes() {
     // The connection still open was never disturbed.
     open[0].write_all(request).unwrap();
     assert!(first_read(&mut open[0]).unwrap().starts_with("HTTP/1.1 200"));
+}
+
+/// On SIGTERM a node closes its idle connections at once, lets a request still arriving
+/// finish and answers it with `connection: close`, and exits once it has.
+#[tokio::test]
+async fn a_stopping_node_finishes_the_request_in_flight_then_exits() {
+    use std::io::{Read, Write};
+    let (config, dir) = fresh_config().await;
+    let work = dir.path();
+    let core = start_core_for_edges(&config, work);
+    let store = publish_local(&config, work);
+    let (mut node, url) = serve_native(&config, work, Some(&store), &core, &[]);
+    let address = url.trim_start_matches("http://").to_owned();
+    let read_all = |stream: &mut std::net::TcpStream| {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).map(|_| String::from_utf8_lossy(&answer).into_owned())
+    };
+
+    let mut idle = std::net::TcpStream::connect(&address).unwrap();
+    idle.write_all(b"GET /__verge/health HTTP/1.1\r\nHost: edge.test\r\n\r\n").unwrap();
+    let mut first = [0u8; 4096];
+    let n = idle.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&first[..n]));
+    let body = br#"{"context": {"targetingKey": "u1"}}"#;
+    let mut busy = std::net::TcpStream::connect(&address).unwrap();
+    let head = format!(
+        "POST /ofrep/v1/evaluate/flags/missing HTTP/1.1\r\nHost: edge.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    busy.write_all(head.as_bytes()).unwrap();
+    busy.write_all(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let stopped = Command::new("kill").args(["-TERM", &node.0.id().to_string()]).status().unwrap();
+    assert!(stopped.success());
+    assert_eq!(read_all(&mut idle).unwrap(), "", "the idle connection is closed without an answer");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(node.0.try_wait().unwrap().is_none(), "the node exited with a request in flight");
+
+    busy.write_all(&body[10..]).unwrap();
+    let answer = read_all(&mut busy).unwrap();
+    // Keyless, so OFREP's 401: answered only once the whole body had arrived.
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{answer}");
+    let mut exit = None;
+    until("the node exits once its last request is answered", Duration::from_secs(5), || {
+        exit = node.0.try_wait().unwrap();
+        exit.is_some()
+    });
+    assert!(exit.is_some_and(|status| status.success()), "exit status {exit:?}");
 }
