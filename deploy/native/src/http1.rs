@@ -10,7 +10,9 @@
 //! It refuses rather than guesses. Anything a front proxy could read differently — both
 //! `Transfer-Encoding` and `Content-Length`, lengths that disagree, a transfer coding other
 //! than `chunked`, a malformed chunk, a 1.1 request without exactly one `Host` — is refused
-//! (400, 413, 431 or 501) and the connection closed, so nothing can be smuggled through it.
+//! (400, 413, 431 or 501) and the connection closed, so nothing can be smuggled through it;
+//! what the client still sends after a refusal is read and dropped for a moment first, so
+//! the refusal is not lost to a reset.
 
 use std::io::{self, Write as _};
 use std::time::{Duration, SystemTime};
@@ -33,6 +35,9 @@ const MAX_CHUNK_LINE: usize = 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an answer may take to leave.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused connection goes on reading (and dropping) what the client still
+/// sends before it closes (see `Connection::linger`).
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// One connection: reads requests, hands each to `answer`, writes the answers in order.
 /// Returns when the client closes, HTTP says to close, a read times out or `stopping`
@@ -50,7 +55,9 @@ where
             Ok(None) | Err(Refused::Gone) => return,
             Err(Refused::With(response)) => {
                 connection.encode(*response, false, false, Version::HTTP_11);
-                let _ = connection.flush().await;
+                if connection.flush().await.is_ok() {
+                    connection.linger().await;
+                }
                 return;
             }
         };
@@ -267,6 +274,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         out.extend_from_slice(b"\r\n\r\n");
         if !head_only {
             out.extend_from_slice(&body);
+        }
+    }
+
+    /// Closes after a refusal the way nginx's lingering close does. A socket closed with
+    /// unread input answers the client with a reset, and a client still sending the body
+    /// we refused can lose the refusal to it before reading it. So: end our side, then read
+    /// and drop what still arrives until the client ends its side or `LINGER_TIME` passes.
+    async fn linger(&mut self) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut sink = [0u8; 16 * 1024];
+        while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, self.stream.read(&mut sink)).await {
+            if read == 0 {
+                break;
+            }
         }
     }
 

@@ -169,6 +169,33 @@ async fn bodies_past_the_cap_are_refused_unread() {
     assert_eq!(statuses(&huge), ["HTTP/1.1 413 Payload Too Large"]);
 }
 
+/// A client refused while still sending its body may finish sending: the server reads and
+/// drops it rather than close under it (a reset that can lose the refusal), and the client
+/// reads the refusal. One that neither sends nor closes is let go after `LINGER_TIME`.
+#[tokio::test(start_paused = true)]
+async fn a_refused_client_may_finish_sending_and_still_reads_the_refusal() {
+    let length = verge_edge::body::MAX_BODY_BYTES * 2;
+    let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n");
+    // A small pipe: the body can only get through if the server keeps reading.
+    let (mut client, server) = tokio::io::duplex(4096);
+    let (_stop, stopping) = watch::channel(false);
+    let served = tokio::spawn(serve_connection(server, stopping, echo));
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&vec![b'a'; length]).await.expect("the body after a refusal is read, not reset");
+    client.shutdown().await.unwrap();
+    let transcript = read_all(&mut client).await;
+    assert_eq!(statuses(&transcript), ["HTTP/1.1 413 Payload Too Large"]);
+    assert!(transcript.contains("connection: close\r\n"), "{transcript}");
+    served.await.unwrap();
+
+    let (mut client, _stop, served) = start();
+    client.write_all(head.as_bytes()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    served.await.unwrap();
+    assert_eq!(started.elapsed(), super::LINGER_TIME);
+    assert_eq!(statuses(&read_all(&mut client).await), ["HTTP/1.1 413 Payload Too Large"]);
+}
+
 #[tokio::test]
 async fn heads_past_the_limits_get_431() {
     let long = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n", "a".repeat(super::MAX_HEAD_BYTES));
