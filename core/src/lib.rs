@@ -34,6 +34,7 @@ pub mod orders;
 pub mod pagination;
 pub mod publish;
 mod ratelimit;
+mod requests;
 pub mod server;
 mod state;
 mod tally;

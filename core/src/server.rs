@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -28,6 +28,7 @@ use crate::db::Database;
 use crate::error::{ApiError, PROBLEM_JSON, problem_for_status};
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, EdgeStore, LocalEdgeStore, Publisher};
+use crate::requests::{REQUEST_ID, RandomRequestId, request_span, timed_out};
 pub use crate::state::AppState;
 use crate::{
     audit, autocomplete, catalog, console, customers, edge, events, flags, health, inventory, jobs, keys, links,
@@ -60,8 +61,6 @@ impl std::fmt::Debug for App {
         f.debug_struct("App").field("state", &self.state).finish_non_exhaustive()
     }
 }
-
-pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every capability's edge dataset source, in publishing order. Capabilities add theirs
 /// here, where their routes are added too, so `publish` never imports the domains it serves.
@@ -315,38 +314,6 @@ fn with_middleware(routes: Router<AppState>, state: AppState) -> (Router, Router
     (router, metrics_alone)
 }
 
-/// Request ids: 128 random bits as a UUID v4, from the thread's generator rather than a
-/// `getrandom` system call per request (tower-http's `MakeRequestUuid`), which showed in
-/// the global rate-limit tier's profile. Ids need to be unique, not secret.
-#[derive(Debug, Clone, Copy)]
-struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        Some(RequestId::new(new_request_id()))
-    }
-}
-
-/// A fresh request id (see [`RandomRequestId`]).
-pub(crate) fn new_request_id() -> axum::http::HeaderValue {
-    let bits: u128 = rand::random();
-    // Version 4, variant 1, as MakeRequestUuid wrote them.
-    let bits = (bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    // 8-4-4-4-12 hex digits, written in place (two `format!`s showed in the profile).
-    let mut id = [b'-'; 36];
-    let digits = (0..36).filter(|i| ![8, 13, 18, 23].contains(i));
-    for (n, at) in digits.enumerate() {
-        id[at] = b"0123456789abcdef"[((bits >> (124 - 4 * n)) & 0xf) as usize];
-    }
-    axum::http::HeaderValue::from_bytes(&id).expect("hex digits and dashes are a valid header value")
-}
-
-pub(crate) fn request_span(req: &Request) -> tracing::Span {
-    let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-    // The path only: query strings may carry tokens and personal data.
-    tracing::info_span!("request", id, method = %req.method(), path = req.uri().path(), key = tracing::field::Empty)
-}
-
 /// Turns error responses that carry no body of their own (router 404/405, body limit
 /// 413, caught panics) into problem documents, so every error a client sees has one shape.
 async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
@@ -403,15 +370,6 @@ async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next
         Ok(response) => response,
         Err(_) => timed_out(limit).into_response(),
     }
-}
-
-/// The answer to a request abandoned after `limit`.
-pub(crate) fn timed_out(limit: Duration) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "request_timeout",
-        format!("the request took longer than {} ms and was abandoned", limit.as_millis()),
-    )
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets

@@ -30,7 +30,7 @@ use super::Checkers;
 use super::check::{self, CheckRequest};
 use crate::error::{ApiError, is_json_type, problem_for_status};
 use crate::keys::{Grants as _, auth::principal_for};
-use crate::server::{REQUEST_ID, new_request_id, request_span};
+use crate::requests::{REQUEST_ID, new_request_id, request_span, timed_out};
 use crate::state::AppState;
 
 const PATH: &str = "/v1/ratelimit/check";
@@ -91,7 +91,7 @@ async fn take(state: &AppState, mut req: Request) -> Result<Response, Request> {
                 tracing::error!("the rate-limit check panicked");
                 problem_for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
             }
-            Err(_) => crate::server::timed_out(state.config.request_timeout()).into_response(),
+            Err(_) => timed_out(state.config.request_timeout()).into_response(),
         }
     };
     let response = work.instrument(span.clone()).await;
