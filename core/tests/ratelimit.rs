@@ -386,6 +386,42 @@ async fn the_fast_lane_answers_every_check_exactly_as_the_full_router_does() {
     assert_eq!(answered(429), Some(2), "{metrics}");
 }
 
+/// A body that says how long it is and then never comes.
+struct Stalled(u64);
+
+impl http_body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0)
+    }
+}
+
+#[tokio::test]
+async fn a_check_whose_body_never_arrives_times_out_like_any_request() {
+    let app = TestApp::with(|config| config.request_timeout_ms = 300).await;
+    let checker = app.key(&[Scope::RatelimitCheck]).await;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/ratelimit/check")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {checker}"))
+        .body(Body::new(Stalled(64)))
+        .unwrap();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), app.send(request))
+        .await
+        .expect("the request was abandoned at its timeout");
+    reply.problem(StatusCode::SERVICE_UNAVAILABLE, "request_timeout");
+}
+
 const ENVOY: &str = r#"
 domain: api
 descriptors:

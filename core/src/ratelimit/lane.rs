@@ -70,7 +70,13 @@ async fn take(state: &AppState, mut req: Request) -> Result<Response, Request> {
     let span = request_span(&req);
     span.record("key", tracing::field::display(&principal.key.id));
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+    // One deadline for reading the body and deciding, as the stack's timeout covers both.
+    let timeout = state.config.request_timeout();
+    let deadline = tokio::time::Instant::from_std(started) + timeout;
+    let Ok(read) = tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await else {
+        return Ok(finish(state, &parts, timed_out(timeout).into_response(), started));
+    };
+    let Ok(bytes) = read else {
         // The declared length did not arrive: the client is gone or lied, and the body
         // cannot be handed on. The same problem as the stack's for an unreadable body.
         let response = ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "the request body could not be read");
@@ -84,14 +90,14 @@ async fn take(state: &AppState, mut req: Request) -> Result<Response, Request> {
     let Some(request) = parsed else { return Err(Request::from_parts(parts, Body::from(bytes))) };
     let work = async {
         let answered = std::panic::AssertUnwindSafe(check::run(state, request)).catch_unwind();
-        match tokio::time::timeout(state.config.request_timeout(), answered).await {
+        match tokio::time::timeout_at(deadline, answered).await {
             Ok(Ok(Ok(response))) => response,
             Ok(Ok(Err(error))) => error.into_response(),
             Ok(Err(_panic)) => {
                 tracing::error!("the rate-limit check panicked");
                 problem_for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
             }
-            Err(_) => timed_out(state.config.request_timeout()).into_response(),
+            Err(_) => timed_out(timeout).into_response(),
         }
     };
     let response = work.instrument(span.clone()).await;
