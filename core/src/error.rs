@@ -253,24 +253,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
             ApiError::new(status, code, rejection.body_text())
         })?;
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-        if first.is_some_and(|b| *b != b'{') {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                "the body must be a JSON object",
-            ));
-        }
-        // Plain serde first: axum's `Json` tracks the path through the document as it goes
-        // (for the error's pointer), which costs allocations on every request. A body that
-        // fails is parsed again by it, for the same error with its path.
-        match serde_json::from_slice::<T>(&bytes) {
-            Ok(value) => Ok(ApiJson(value)),
-            Err(_) => match Json::<T>::from_bytes(&bytes) {
-                Ok(Json(value)) => Ok(ApiJson(value)),
-                Err(rejection) => Err(json_rejection(rejection)),
-            },
-        }
+        json_object(&bytes).map(ApiJson)
+    }
+}
+
+/// A request body that must be one JSON object of type `T`, with `ApiJson`'s errors (the
+/// rate-limit check's fast lane parses with it too, so its answers are the same).
+pub(crate) fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Anything but an object is refused before serde: a derived struct would otherwise
+    // also take its fields as an array, in order.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{') {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "the body must be a JSON object"));
+    }
+    // Plain serde first: axum's `Json` tracks the path through the document as it goes
+    // (for the error's pointer), which costs allocations on every request. A body that
+    // fails is parsed again by it, for the same error with its path.
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(value) => Ok(value),
+        Err(_) => match Json::<T>::from_bytes(bytes) {
+            Ok(Json(value)) => Ok(value),
+            Err(rejection) => Err(json_rejection(rejection)),
+        },
     }
 }
 

@@ -4,21 +4,21 @@
 //! The global tier is measured against raw Redis (issue 13 asks for 0.8 of its decisions
 //! per second), and on that route the stack — request-id, tracing, metrics, panic, timeout,
 //! body-limit and authentication layers, each a boxed future and a few allocations — cost
-//! about a fifth of the core's CPU per call. The lane does the same work inline for the one
-//! shape that matters, a well-formed call by a key that may check, and hands anything else
+//! about a fifth of the core's CPU per call. The lane does the same work inline for a JSON
+//! call of known length within the limit, by a key that may check, and hands anything else
 //! (no or bad key, wrong scope, wrong media type, a body of unknown length or over the
-//! limit, a body that is not a JSON object of the request's shape) to the full router, so
-//! those refusals are the stack's own. What the lane answers itself (decisions, 422s for
-//! descriptors that break the rules, 503s) comes from the handler's own `check::run`, and
-//! it keeps what the stack adds: the request id (the client's or a fresh one), the request
-//! span and its "finished" log line, the request metrics, a 500 problem on a panic and the
-//! request timeout. The test `the_fast_lane_answers_every_check_exactly_as_the_full_router_does`
-//! holds the two ways to the same answers.
+//! limit) to the full router, so those refusals are the stack's own. What the lane answers
+//! itself comes from the same code as the handler's: the body is parsed by `ApiJson`'s
+//! `json_object` and decided by `check::run`. It keeps what the stack adds: the request id
+//! (the client's or a fresh one), the request span and its "finished" log line, the request
+//! metrics, a 500 problem on a panic and the request timeout. The test
+//! `the_fast_lane_answers_every_check_exactly_as_the_full_router_does` holds the two ways
+//! to the same answers.
 
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::{Body, HttpBody};
+use axum::body::HttpBody;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 
 use super::Checkers;
 use super::check::{self, CheckRequest};
-use crate::error::{ApiError, is_json_type, problem_for_status};
+use crate::error::{ApiError, is_json_type, json_object, problem_for_status};
 use crate::keys::{Grants as _, auth::principal_for};
 use crate::requests::{REQUEST_ID, new_request_id, request_span, timed_out};
 use crate::state::AppState;
@@ -70,37 +70,25 @@ async fn take(state: &AppState, mut req: Request) -> Result<Response, Request> {
     let span = request_span(&req);
     span.record("key", tracing::field::display(&principal.key.id));
     let (parts, body) = req.into_parts();
-    // One deadline for reading the body and deciding, as the stack's timeout covers both.
     let timeout = state.config.request_timeout();
-    let deadline = tokio::time::Instant::from_std(started) + timeout;
-    let Ok(read) = tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await else {
-        return Ok(finish(state, &parts, timed_out(timeout).into_response(), started));
-    };
-    let Ok(bytes) = read else {
-        // The declared length did not arrive: the client is gone or lied, and the body
-        // cannot be handed on. The same problem as the stack's for an unreadable body.
-        let response = ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "the request body could not be read");
-        return Ok(finish(state, &parts, response.into_response(), started));
-    };
-    // Only an object parses here; anything else goes the whole way for the extractor's error.
-    let parsed = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => serde_json::from_slice::<CheckRequest>(&bytes).ok(),
-        _ => None,
-    };
-    let Some(request) = parsed else { return Err(Request::from_parts(parts, Body::from(bytes))) };
     let work = async {
-        let answered = std::panic::AssertUnwindSafe(check::run(state, request)).catch_unwind();
-        match tokio::time::timeout_at(deadline, answered).await {
-            Ok(Ok(Ok(response))) => response,
-            Ok(Ok(Err(error))) => error.into_response(),
-            Ok(Err(_panic)) => {
-                tracing::error!("the rate-limit check panicked");
-                problem_for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
-            }
-            Err(_) => timed_out(timeout).into_response(),
-        }
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            // The declared length did not arrive: the client is gone or lied.
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "the request body could not be read")
+        })?;
+        check::run(state, json_object::<CheckRequest>(&bytes)?).await
     };
-    let response = work.instrument(span.clone()).await;
+    // One deadline over reading the body and deciding, as the stack's timeout covers both.
+    let answered = tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(work).catch_unwind());
+    let response = match answered.instrument(span.clone()).await {
+        Ok(Ok(Ok(response))) => response,
+        Ok(Ok(Err(error))) => error.into_response(),
+        Ok(Err(_panic)) => {
+            tracing::error!(parent: &span, "the rate-limit check panicked");
+            problem_for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+        }
+        Err(_) => timed_out(timeout).into_response(),
+    };
     let _entered = span.enter();
     Ok(finish(state, &parts, response, started))
 }
